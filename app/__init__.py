@@ -1,0 +1,52 @@
+"""MediaAmp task backend: the app factory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from apiflask import APIFlask
+
+from app import database
+from app import models  # noqa: F401  (registers every table on the metadata)
+from app.api import admin, auth, current_user, docs, health, http, tasks  # noqa: F401
+from app.api.errors import register_error_handlers
+from app.config import Settings, load_settings
+from app.extensions import db, migrate
+
+__version__ = "0.1.0"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_app(settings: Settings | None = None) -> APIFlask:
+    """Build the app from `settings` (default: read from the environment)."""
+    settings = settings or load_settings()
+    app = APIFlask(
+        __name__,
+        title="MediaAmp Task API",
+        version=__version__,
+        docs_path="/apidocs",
+        spec_path="/openapi.json",
+    )
+    app.config.update(settings.flask_config())
+    app.config.update(docs.docs_config())
+    logging.basicConfig(level=logging.INFO)
+
+    if settings.database_url.startswith("sqlite"):
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+
+    http.install(app)
+    register_error_handlers(app)
+    for blueprint in (auth.bp, tasks.bp, admin.bp, health.bp):
+        app.register_blueprint(blueprint)
+    app.register_blueprint(docs.bp)
+
+    from app.cli import register_commands
+
+    register_commands(app)
+
+    if settings.db_startup_retries > 0:
+        database.wait_for_database(app, settings.db_startup_retries, settings.db_startup_backoff_seconds)
+    return app

@@ -1,0 +1,1 @@
+"""HTTP layer: one blueprint per resource, thin handlers over the services."""

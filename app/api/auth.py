@@ -1,0 +1,81 @@
+"""Accounts and sessions: register, login, refresh, logout, me."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import APIBlueprint
+
+from app.api.current_user import current_principal, current_user
+from app.extensions import token_auth
+from app.models import User
+from app.schemas.users import LoginIn, MeUpdateIn, RefreshIn, RegisterIn, TokenPairOut, UserOut
+from app.services import accounts, sessions
+
+bp = APIBlueprint("auth", __name__, tag="Auth")
+
+
+@bp.post("/register")
+@bp.input(RegisterIn, arg_name="body")
+@bp.output(UserOut, status_code=201, description="The new account (role `user`)")
+@bp.doc(summary="Create an account", responses=[409, 422])
+def register(body: RegisterIn) -> User:
+    return accounts.register_user(body.username, str(body.email), body.password)
+
+
+@bp.post("/login")
+@bp.input(LoginIn, arg_name="body")
+@bp.output(TokenPairOut, description="An access token and a refresh token")
+@bp.doc(summary="Log in", responses=[401, 403, 422])
+def login(body: LoginIn) -> sessions.TokenPair:
+    return sessions.login(body.username, body.password)
+
+
+@bp.post("/token/refresh")
+@bp.input(RefreshIn, arg_name="body")
+@bp.output(TokenPairOut, description="A new pair; the presented refresh token is spent")
+@bp.doc(
+    summary="Rotate a refresh token",
+    description="Presenting a refresh token that was already used revokes its whole session.",
+    responses=[401, 422],
+)
+def refresh(body: RefreshIn) -> sessions.TokenPair:
+    return sessions.refresh(body.refresh_token)
+
+
+@bp.post("/logout")
+@bp.auth_required(token_auth)
+@bp.doc(
+    summary="Log out",
+    description="Revokes the session: its refresh tokens and its access tokens.",
+    responses={204: "Logged out", 401: "Authentication error"},
+)
+def logout() -> tuple[str, int]:
+    sessions.logout(current_principal())
+    return "", 204
+
+
+@bp.get("/me")
+@bp.auth_required(token_auth)
+@bp.output(UserOut)
+@bp.doc(summary="The current account")
+def me() -> User:
+    return current_user()
+
+
+@bp.patch("/me")
+@bp.auth_required(token_auth)
+@bp.input(MeUpdateIn, arg_name="body")
+@bp.output(UserOut)
+@bp.doc(
+    summary="Change email or password",
+    description="A password change needs `current_password` and signs out all other sessions.",
+    responses=[401, 409, 422],
+)
+def update_me(body: MeUpdateIn) -> Any:
+    change = accounts.ProfileChange(
+        email=str(body.email) if body.email else None,
+        new_password=body.password,
+        current_password=body.current_password,
+    )
+    return accounts.update_profile(current_user(), change, current_principal().family_id)

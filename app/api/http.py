@@ -1,0 +1,46 @@
+"""Request and response rules shared by every endpoint: JSON bodies and security headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Request, Response, current_app, request
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class ApiRequest(Request):
+    """Turns undecodable and absurdly nested JSON into a 400 instead of a 500."""
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return super().get_json(force=force, silent=silent, cache=cache)
+        except RecursionError as exc:
+            raise BadRequest("The JSON body is nested too deeply.") from exc
+
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        raise BadRequest("The body is not valid JSON.") from e
+
+
+def require_json_content_type() -> None:
+    """A JSON endpoint answers 415 to any other media type, before the body is read."""
+    if request.method not in BODY_METHODS or request.endpoint is None:
+        return
+    view = current_app.view_functions.get(request.endpoint)
+    spec = getattr(view, "_spec", {})
+    if "body" in spec and spec.get("content_type") == "application/json" and not request.is_json:
+        raise UnsupportedMediaType("Send the body as application/json.")
+
+
+def add_security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def install(app: Flask) -> None:
+    app.request_class = ApiRequest
+    app.before_request(require_json_content_type)
+    app.after_request(add_security_headers)

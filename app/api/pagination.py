@@ -1,0 +1,39 @@
+"""Page bodies and RFC 8288 `Link` headers for paginated lists."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import request
+from flask_sqlalchemy.pagination import Pagination
+
+
+def page_body(pagination: Pagination) -> dict[str, Any]:
+    return {
+        "items": pagination.items,
+        "page": pagination.page,
+        "per_page": pagination.per_page,
+        "total": pagination.total or 0,
+        "pages": pagination.pages,
+    }
+
+
+def link_header(pagination: Pagination) -> str:
+    """first, prev, next and last links that keep every other query parameter."""
+    last = max(pagination.pages, 1)
+    targets = {"first": 1, "last": last}
+    if pagination.page > 1:
+        targets["prev"] = min(pagination.page - 1, last)
+    if pagination.page < last:
+        targets["next"] = pagination.page + 1
+    args = request.args.to_dict()
+    links = []
+    for rel, page in targets.items():
+        args["page"] = str(page)
+        links.append(f'<{request.base_url}?{urlencode(args)}>; rel="{rel}"')
+    return ", ".join(links)
+
+
+def paginated(pagination: Pagination) -> tuple[dict[str, Any], int, dict[str, str]]:
+    return page_body(pagination), 200, {"Link": link_header(pagination)}

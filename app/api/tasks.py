@@ -1,0 +1,111 @@
+"""Tasks: create, read, partial update, soft delete, restore, history and the list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import APIBlueprint
+from flask import url_for
+
+from app.api.current_user import current_user
+from app.api.pagination import paginated
+from app.extensions import token_auth
+from app.models import Role, Task
+from app.repositories.tasks import TaskFilters
+from app.schemas.common import PageQuery
+from app.schemas.tasks import AuditPage, TaskCreateIn, TaskListQuery, TaskOut, TaskPage, TaskUpdateIn
+from app.services import tasks as task_service
+
+bp = APIBlueprint("tasks", __name__, tag="Tasks")
+
+VISIBILITY = (
+    "A `user` sees only tasks assigned to or created by them (others' tasks answer 404); "
+    "moderators and admins see all tasks."
+)
+
+
+@bp.get("/tasks")
+@bp.auth_required(token_auth)
+@bp.input(TaskListQuery, location="query", arg_name="query")
+@bp.output(TaskPage, headers={"Link": {"description": "RFC 8288 first/prev/next/last links"}})
+@bp.doc(summary="List tasks", description=VISIBILITY + " Soft-deleted tasks are excluded.",
+        responses=[401, 403, 422])
+def list_tasks(query: TaskListQuery) -> Any:
+    assigned = query.assigned_user
+    filters = TaskFilters(
+        status=query.status,
+        priority=query.priority,
+        assigned_user_id=int(assigned) if assigned and assigned != "none" else None,
+        unassigned=assigned == "none",
+        q=query.q,
+        created_from=query.created_from,
+        created_to=query.created_to,
+        due_from=query.due_from,
+        due_to=query.due_to,
+        sort=query.sort_terms(),
+    )
+    page = task_service.list_tasks(current_user(), filters, query.deleted, query.page, query.per_page)
+    return paginated(page)
+
+
+@bp.post("/task")
+@bp.auth_required(token_auth)
+@bp.input(TaskCreateIn, arg_name="body")
+@bp.output(TaskOut, status_code=201, headers={"Location": {"description": "The task's URL"}})
+@bp.doc(summary="Create a task", description="A `user` can only assign a task to themselves.",
+        responses=[401, 403, 422])
+def create_task(body: TaskCreateIn) -> Any:
+    task = task_service.create_task(current_user(), task_service.NewTask(**body.model_dump()))
+    return task, 201, {"Location": url_for("tasks.get_task", task_id=task.id)}
+
+
+@bp.get("/task/<int:task_id>")
+@bp.auth_required(token_auth)
+@bp.output(TaskOut)
+@bp.doc(summary="Get a task", description=VISIBILITY, responses=[401, 404])
+def get_task(task_id: int) -> Task:
+    return task_service.get_task(current_user(), task_id)
+
+
+@bp.put("/task/<int:task_id>")
+@bp.auth_required(token_auth)
+@bp.input(TaskUpdateIn, arg_name="body")
+@bp.output(TaskOut)
+@bp.doc(
+    summary="Update a task (partial)",
+    description="Only the fields in the body change; each change is recorded in the history. "
+    + VISIBILITY,
+    responses=[401, 403, 404, 422],
+)
+def update_task(task_id: int, body: TaskUpdateIn) -> Task:
+    return task_service.update_task(current_user(), task_id, body.model_dump(exclude_unset=True))
+
+
+@bp.delete("/task/<int:task_id>")
+@bp.auth_required(token_auth)
+@bp.doc(
+    summary="Soft-delete a task",
+    description="Moderators and admins only; a `user` gets 403 on its own task, 404 on others'.",
+    responses={204: "Deleted", 401: "Authentication error", 403: "Forbidden", 404: "Not found",
+               409: "Already deleted"},
+)
+def delete_task(task_id: int) -> tuple[str, int]:
+    task_service.soft_delete_task(current_user(), task_id)
+    return "", 204
+
+
+@bp.post("/task/<int:task_id>/restore")
+@bp.auth_required(token_auth, roles=[Role.ADMIN.value])
+@bp.output(TaskOut)
+@bp.doc(summary="Restore a soft-deleted task (admin)", responses=[401, 403, 404, 409])
+def restore_task(task_id: int) -> Task:
+    return task_service.restore_task(current_user(), task_id)
+
+
+@bp.get("/task/<int:task_id>/history")
+@bp.auth_required(token_auth)
+@bp.input(PageQuery, location="query", arg_name="query")
+@bp.output(AuditPage)
+@bp.doc(summary="A task's audit trail, newest first", responses=[401, 404, 422])
+def task_history(task_id: int, query: PageQuery) -> Any:
+    return paginated(task_service.task_history(current_user(), task_id, query.page, query.per_page))

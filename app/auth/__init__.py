@@ -1,0 +1,1 @@
+"""Authentication: password hashing, tokens, and the request's current user."""

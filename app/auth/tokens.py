@@ -1,0 +1,85 @@
+"""Access tokens (HS256 JWTs) and opaque refresh tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+
+ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ["sub", "role", "jti", "fid", "exp", "iat", "nbf", "iss", "typ"]
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: int
+    role: str
+    jti: str
+    family_id: str
+
+
+class InvalidToken(Exception):
+    """The token is malformed, badly signed, expired, not yet valid or missing a claim."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def issue_access_token(
+    *, secret: str, issuer: str, user_id: int, role: str, family_id: str, now: datetime, ttl: timedelta
+) -> str:
+    claims: dict[str, Any] = {
+        "sub": str(user_id),  # PyJWT >= 2.10 requires a string subject
+        "role": role,
+        "jti": uuid.uuid4().hex,
+        "fid": family_id,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+        "iss": issuer,
+        "typ": "access",
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def decode_access_token(token: str, *, secret: str, issuer: str) -> AccessClaims:
+    """Verify signature, algorithm (HS256 only: `none` and RS/HS confusion are refused), expiry,
+    not-before, issuer and the presence of every claim."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=issuer,
+            options={"require": REQUIRED_CLAIMS},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise InvalidToken("token expired") from exc
+    except jwt.ImmatureSignatureError as exc:
+        raise InvalidToken("token not yet valid") from exc
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken("invalid token") from exc
+    if claims["typ"] != "access" or not str(claims["sub"]).isdigit():
+        raise InvalidToken("invalid token")
+    return AccessClaims(
+        user_id=int(claims["sub"]), role=str(claims["role"]), jti=str(claims["jti"]),
+        family_id=str(claims["fid"]),
+    )
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_family_id() -> str:
+    return str(uuid.uuid4())

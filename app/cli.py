@@ -1,0 +1,58 @@
+"""flask commands: create-admin (more arrive with the loader and the CSV import)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from flask import Flask
+from pydantic import TypeAdapter, ValidationError
+
+from app.models import Role
+from app.repositories import users as user_repo
+from app.schemas.users import Email, NewPassword, Username
+from app.services import accounts
+from app.services.errors import Conflict
+
+
+def _validated(adapter: TypeAdapter[str], value: str, name: str) -> str:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.errors()[0]["msg"], param_hint=name) from exc
+
+
+@click.command("create-admin")
+@click.option("--username", envvar="ADMIN_USERNAME", required=True, help="[env ADMIN_USERNAME]")
+@click.option("--email", envvar="ADMIN_EMAIL", required=True, help="[env ADMIN_EMAIL]")
+@click.option(
+    "--password-env",
+    default="ADMIN_PASSWORD",
+    show_default=True,
+    help="Environment variable holding the password; prompted for when it is not set.",
+)
+@click.option("--if-missing", is_flag=True, help="Succeed quietly when the username already exists.")
+def create_admin_command(username: str, email: str, password_env: str, if_missing: bool) -> None:
+    """Create an admin account. The password is read from an environment variable or a hidden
+    prompt, never from the command line (it would land in shell history and `ps`)."""
+    username = _validated(TypeAdapter(Username), username, "--username")
+    email = _validated(TypeAdapter(Email), email, "--email")
+    existing = user_repo.get_user_by_username(username)
+    if existing is not None:
+        if if_missing:
+            click.echo(f"user {username!r} already exists (role {existing.role.value}); nothing to do")
+            return
+        raise click.ClickException(f"user {username!r} already exists")
+    password = os.environ.get(password_env) or click.prompt(
+        "Password", hide_input=True, confirmation_prompt=True
+    )
+    password = _validated(TypeAdapter(NewPassword), password, "password")
+    try:
+        user = accounts.create_admin(username, email, password)
+    except Conflict as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"created admin {user.username!r} (id {user.id}, role {Role.ADMIN.value})")
+
+
+def register_commands(app: Flask) -> None:
+    app.cli.add_command(create_admin_command)

@@ -1,0 +1,118 @@
+"""One typed settings object, read once from the environment.
+
+`APP_ENV` picks the environment (development, testing, staging, production). Everything else comes
+from env vars of the same name as the field (upper case). Staging and production refuse to start
+with a missing or placeholder secret.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = PROJECT_ROOT / "instance"
+
+# Values that mark a secret as "not really set": the development defaults and the .env.example text.
+DEV_SECRET = "dev-only-secret-change-me-before-deploying-anywhere"
+PLACEHOLDER_SECRETS = frozenset({"", DEV_SECRET, "change-me", "changeme", "secret"})
+MIN_SECRET_LENGTH = 32
+
+
+class AppEnv(StrEnum):
+    DEVELOPMENT = "development"
+    TESTING = "testing"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Every setting of the service, with its environment variable and default."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    app_env: AppEnv = AppEnv.DEVELOPMENT
+    secret_key: str = DEV_SECRET
+    jwt_secret_key: str = DEV_SECRET
+
+    # Embedded default: a SQLite file under instance/, so the service runs with no servers.
+    database_url: str = f"sqlite:///{INSTANCE_DIR / 'mediaamp.db'}"
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
+    db_connect_timeout_seconds: int = 5
+    db_statement_timeout_ms: int = 15_000
+    db_startup_retries: int = 5
+    db_startup_backoff_seconds: float = 0.5
+
+    access_token_ttl_seconds: int = Field(default=15 * 60, gt=0)
+    refresh_token_ttl_seconds: int = Field(default=14 * 24 * 3600, gt=0)
+    jwt_issuer: str = "mediaamp"
+
+    # argon2id cost; the defaults are the library's (RFC 9106 low-memory profile).
+    argon2_time_cost: int = 3
+    argon2_memory_cost_kib: int = 65_536
+    argon2_parallelism: int = 4
+
+    max_json_body_bytes: int = 1024 * 1024
+    max_per_page: int = 100
+    default_per_page: int = 20
+
+    admin_username: str | None = None
+    admin_email: str | None = None
+    admin_password: str | None = None
+
+    @property
+    def is_production_like(self) -> bool:
+        return self.app_env in (AppEnv.STAGING, AppEnv.PRODUCTION)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if not self.is_production_like:
+            return self
+        for name in ("secret_key", "jwt_secret_key"):
+            value = getattr(self, name)
+            if value in PLACEHOLDER_SECRETS or len(value) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"{name.upper()} must be set to a random value of at least "
+                    f"{MIN_SECRET_LENGTH} characters when APP_ENV={self.app_env.value}"
+                )
+        return self
+
+    def flask_config(self) -> dict[str, Any]:
+        """The Flask/extension configuration derived from these settings."""
+        is_sqlite = self.database_url.startswith("sqlite")
+        engine_options: dict[str, Any] = {"pool_pre_ping": True}
+        if is_sqlite:
+            engine_options["connect_args"] = {"timeout": 15}
+        else:
+            engine_options.update(
+                pool_size=self.db_pool_size,
+                max_overflow=self.db_max_overflow,
+                pool_timeout=self.db_connect_timeout_seconds,
+                connect_args={
+                    "connect_timeout": self.db_connect_timeout_seconds,
+                    # UTC sessions so that date arithmetic in SQL is UTC, whatever the server says.
+                    "options": f"-c timezone=UTC -c statement_timeout={self.db_statement_timeout_ms}",
+                },
+            )
+        return {
+            "APP_ENV": self.app_env.value,
+            "DEBUG": self.app_env == AppEnv.DEVELOPMENT,
+            "TESTING": self.app_env == AppEnv.TESTING,
+            "PROPAGATE_EXCEPTIONS": False,
+            "SECRET_KEY": self.secret_key,
+            "SQLALCHEMY_DATABASE_URI": self.database_url,
+            "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
+            "MAX_CONTENT_LENGTH": self.max_json_body_bytes,
+            "VALIDATION_ERROR_DESCRIPTION": "Some fields are invalid; see `errors`.",
+            "SETTINGS": self,
+        }
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit overrides (used by tests and tools)."""
+    return Settings(**overrides)

@@ -1,0 +1,85 @@
+"""Tasks (`task_manager`) and their audit trail (`task_audit`)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Date, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import Model
+from app.models.enums import AuditAction, TaskPriority, TaskStatus
+from app.models.types import UTCDateTime, utcnow
+from app.models.user import User
+
+
+def _string_enum(enum_cls: type, name: str) -> Enum:
+    return Enum(
+        enum_cls,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        name=name,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class Task(Model):
+    __tablename__ = "task_manager"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[TaskStatus] = mapped_column(
+        _string_enum(TaskStatus, "task_status"), default=TaskStatus.ACTIVE, index=True
+    )
+    priority: Mapped[TaskPriority] = mapped_column(
+        _string_enum(TaskPriority, "task_priority"), default=TaskPriority.MEDIUM, index=True
+    )
+    assigned_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    due_date: Mapped[date | None] = mapped_column(Date, index=True)
+
+    assigned_user: Mapped[User | None] = relationship(foreign_keys=[assigned_user_id], lazy="select")
+    created_by: Mapped[User] = relationship(foreign_keys=[created_by_id], lazy="select")
+    # The database cascades a purge to audit (and log) rows; passive_deletes lets it do the work.
+    audit_entries: Mapped[list[TaskAuditEntry]] = relationship(
+        back_populates="task", cascade="all, delete-orphan", passive_deletes=True, lazy="select"
+    )
+
+    __table_args__ = (
+        # The default listing: live tasks, newest first.
+        Index("ix_task_manager_deleted_at_created_at", "deleted_at", "created_at"),
+    )
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self.task_name!r}>"
+
+
+class TaskAuditEntry(Model):
+    """One change to a task: who, when, what, and each changed field's old and new value."""
+
+    __tablename__ = "task_audit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("task_manager.id", ondelete="CASCADE"), index=True
+    )
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    action: Mapped[AuditAction] = mapped_column(_string_enum(AuditAction, "audit_action"))
+    # {"field": {"old": ..., "new": ...}} with JSON-ready values.
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+    task: Mapped[Task] = relationship(back_populates="audit_entries", lazy="select")
+    actor: Mapped[User | None] = relationship(lazy="select")

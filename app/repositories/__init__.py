@@ -1,0 +1,1 @@
+"""Queries and persistence: the only modules that build SQL."""

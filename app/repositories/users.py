@@ -1,0 +1,71 @@
+"""Queries on accounts."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from flask_sqlalchemy.pagination import Pagination
+
+from app.extensions import db
+from app.models import Role, User
+
+
+def get_user(user_id: int) -> User | None:
+    return db.session.get(User, user_id)
+
+
+def get_user_by_username(username: str) -> User | None:
+    return db.session.scalar(select(User).where(User.username == username))
+
+
+def username_or_email_taken(username: str, email: str) -> list[str]:
+    """Which of the two identifiers already belong to an account."""
+    rows = db.session.execute(
+        select(User.username, User.email).where((User.username == username) | (User.email == email))
+    ).all()
+    taken = []
+    if any(row.username == username for row in rows):
+        taken.append("username")
+    if any(row.email == email for row in rows):
+        taken.append("email")
+    return taken
+
+
+def email_taken_by_other(email: str, user_id: int) -> bool:
+    return db.session.scalar(select(User.id).where(User.email == email, User.id != user_id)) is not None
+
+
+def add_user(user: User) -> User:
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def page_users(page: int, per_page: int, role: Role | None, is_active: bool | None) -> Pagination:
+    stmt = select(User).order_by(User.id)
+    if role is not None:
+        stmt = stmt.where(User.role == role)
+    if is_active is not None:
+        stmt = stmt.where(User.is_active == is_active)
+    return db.paginate(stmt, page=page, per_page=per_page, error_out=False)
+
+
+def count_active_admins_for_update() -> int:
+    """Active admins, with their rows locked (PostgreSQL) so two demotions cannot race past the
+    last-admin rule."""
+    ids = db.session.scalars(
+        select(User.id).where(User.role == Role.ADMIN, User.is_active.is_(True)).with_for_update()
+    ).all()
+    return len(ids)
+
+
+def count_users_by_role() -> dict[str, int]:
+    rows = db.session.execute(select(User.role, func.count()).group_by(User.role)).all()
+    counts = {role.value: 0 for role in Role}
+    counts.update({row[0].value: row[1] for row in rows})
+    return counts
+
+
+def get_users_by_ids(ids: set[int]) -> dict[int, User]:
+    if not ids:
+        return {}
+    return {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(ids)))}

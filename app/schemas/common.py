@@ -1,0 +1,41 @@
+"""Models shared by every resource: strict input, pagination and the error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StrictInput(BaseModel):
+    """Request models refuse unknown fields: a body that tries to set `role`, `id` or anything
+    undocumented gets a 422 instead of being silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class PageQuery(StrictInput):
+    page: int = Field(default=1, ge=1, description="1-based page number")
+    per_page: int = Field(default=20, ge=1, le=100, description="Items per page (at most 100)")
+
+
+class PageMeta(Output):
+    page: int
+    per_page: int
+    total: int
+    pages: int
+
+
+class ErrorOut(BaseModel):
+    """The one error shape of every non-2xx answer."""
+
+    code: int = Field(description="The HTTP status code")
+    message: str = Field(description="The HTTP reason phrase, e.g. 'Not Found'")
+    description: str = Field(description="What went wrong, for a person")
+    errors: dict[str, Any] | None = Field(
+        default=None, description="Per-location, per-field messages for validation errors"
+    )

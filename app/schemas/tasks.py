@@ -1,0 +1,132 @@
+"""Task models: create, partial update, output, list query and audit entries."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints, field_validator, model_validator
+
+from app.models import AuditAction, TaskPriority, TaskStatus
+from app.repositories.tasks import SORTABLE_COLUMNS
+from app.schemas.common import Output, PageMeta, PageQuery, StrictInput
+from app.services.tasks import DeletedFilter
+
+TaskName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+Description = Annotated[str, Field(max_length=10_000)]
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+class TaskCreateIn(StrictInput):
+    task_name: TaskName
+    description: Description | None = None
+    status: TaskStatus = TaskStatus.ACTIVE
+    priority: TaskPriority = TaskPriority.MEDIUM
+    assigned_user_id: int | None = Field(default=None, ge=1)
+    due_date: date | None = None
+
+    _priority_upper = field_validator("priority", mode="before")(_upper)
+
+
+class TaskUpdateIn(StrictInput):
+    """Partial update: only the fields present in the body change."""
+
+    task_name: TaskName | None = None
+    description: Description | None = None
+    status: TaskStatus | None = None
+    priority: TaskPriority | None = None
+    assigned_user_id: int | None = Field(default=None, ge=1)
+    due_date: date | None = None
+
+    _priority_upper = field_validator("priority", mode="before")(_upper)
+
+    @model_validator(mode="after")
+    def _required_fields_not_null(self) -> TaskUpdateIn:
+        for name in ("task_name", "status", "priority"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class TaskOut(Output):
+    id: int
+    task_name: str
+    description: str | None
+    status: TaskStatus
+    priority: TaskPriority
+    assigned_user_id: int | None
+    created_by_id: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    due_date: date | None
+
+
+class TaskPage(PageMeta):
+    items: list[TaskOut]
+
+
+SORT_FIELD_LIST = ", ".join(sorted(SORTABLE_COLUMNS))
+_SORT_TERM = re.compile(r"^-?([a-z_]+)$")
+
+
+class TaskListQuery(PageQuery):
+    status: TaskStatus | None = None
+    priority: TaskPriority | None = None
+    assigned_user: Annotated[str, Field(pattern=r"^([1-9][0-9]{0,17}|none)$")] | None = Field(
+        default=None, description='A user id, or "none" for unassigned tasks'
+    )
+    q: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="Case-insensitive search in name and description"
+    )
+    created_from: date | None = Field(default=None, description="Created on or after (UTC day)")
+    created_to: date | None = Field(default=None, description="Created on or before (UTC day)")
+    due_from: date | None = None
+    due_to: date | None = None
+    sort: Annotated[str, Field(max_length=200)] = Field(
+        default="-created_at",
+        description=f"Comma-separated fields, `-` for descending. Fields: {SORT_FIELD_LIST}",
+    )
+    deleted: DeletedFilter = Field(
+        default=DeletedFilter.EXCLUDE, description="Soft-deleted tasks (admins only): include, only"
+    )
+
+    _priority_upper = field_validator("priority", mode="before")(_upper)
+
+    @field_validator("sort")
+    @classmethod
+    def _known_sort_fields(cls, value: str) -> str:
+        for term in value.split(","):
+            match = _SORT_TERM.match(term.strip())
+            if match is None or match.group(1) not in SORTABLE_COLUMNS:
+                raise ValueError(f"unknown sort field {term.strip()!r}; allowed: {SORT_FIELD_LIST}")
+        return value
+
+    @model_validator(mode="after")
+    def _ranges_in_order(self) -> TaskListQuery:
+        if self.created_from and self.created_to and self.created_from > self.created_to:
+            raise ValueError("created_from is after created_to")
+        if self.due_from and self.due_to and self.due_from > self.due_to:
+            raise ValueError("due_from is after due_to")
+        return self
+
+    def sort_terms(self) -> tuple[tuple[str, bool], ...]:
+        terms = (t.strip() for t in self.sort.split(","))
+        return tuple((t.lstrip("-"), t.startswith("-")) for t in terms)
+
+
+class AuditEntryOut(Output):
+    id: int
+    task_id: int
+    actor_id: int | None
+    action: AuditAction
+    changes: dict[str, Any] = Field(description='{"field": {"old": ..., "new": ...}}')
+    created_at: datetime
+
+
+class AuditPage(PageMeta):
+    items: list[AuditEntryOut]

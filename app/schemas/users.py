@@ -1,0 +1,87 @@
+"""Account models: registration, login, tokens, profile and admin user management."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, EmailStr, Field, StringConstraints
+
+from app.models import Role
+from app.schemas.common import Output, PageMeta, PageQuery, StrictInput
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+# Starts with a letter so a username can never be mistaken for a numeric id.
+Username = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=64,
+                      pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$"),
+    AfterValidator(_lower),
+]
+Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(_lower)]
+# Long enough for passphrases, bounded so nobody makes us hash a megabyte.
+NewPassword = Annotated[str, Field(min_length=8, max_length=256)]
+AnyPassword = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class RegisterIn(StrictInput):
+    username: Username
+    email: Email
+    password: NewPassword
+
+
+class LoginIn(StrictInput):
+    username: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+                        AfterValidator(_lower)]
+    password: AnyPassword
+
+
+class RefreshIn(StrictInput):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class TokenPairOut(Output):
+    access_token: str
+    refresh_token: str
+    token_type: str = Field(description='Always "Bearer"')
+    expires_in: int = Field(description="Seconds until the access token expires")
+
+
+class UserOut(Output):
+    id: int
+    username: str
+    email: str
+    role: Role
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+    last_login_at: datetime | None
+
+
+class MeUpdateIn(StrictInput):
+    email: Email | None = None
+    password: NewPassword | None = Field(default=None, description="The new password")
+    current_password: AnyPassword | None = Field(
+        default=None, description="Required when changing the password"
+    )
+
+
+class UserListQuery(PageQuery):
+    role: Role | None = None
+    is_active: bool | None = None
+
+
+class UserPage(PageMeta):
+    items: list[UserOut]
+
+
+class AdminUserPatchIn(StrictInput):
+    role: Role | None = None
+    is_active: bool | None = None
+    password: NewPassword | None = Field(
+        default=None, description="Set a new password (e.g. for an account created by CSV import)"
+    )

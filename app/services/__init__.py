@@ -1,0 +1,1 @@
+"""Business rules. Services take plain values and the acting user, never a Flask request."""

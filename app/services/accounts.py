@@ -1,0 +1,120 @@
+"""Accounts: registration, profile changes and admin management of users."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.models import Role, User
+from app.models.types import utcnow
+from app.repositories import tokens as token_repo
+from app.repositories import users as user_repo
+from app.services.context import passwords
+from app.services.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
+
+
+def _commit_or_conflict() -> None:
+    """Commit; a unique-constraint race (two registrations of one name) becomes a 409."""
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise Conflict("username or email is already taken") from exc
+
+
+def register_user(username: str, email: str, password: str) -> User:
+    """Create a `user`-role account. Usernames and emails are unique, case-insensitively."""
+    taken = user_repo.username_or_email_taken(username, email)
+    if taken:
+        raise Conflict(
+            f"{' and '.join(taken)} already taken",
+            errors={field: ["already taken"] for field in taken},
+        )
+    user = User(
+        username=username,
+        email=email,
+        password_hash=passwords().hash(password),
+        role=Role.USER,
+        is_active=True,
+    )
+    user_repo.add_user(user)
+    _commit_or_conflict()
+    return user
+
+
+def create_admin(username: str, email: str, password: str) -> User:
+    """Bootstrap an admin account (the `flask create-admin` command)."""
+    taken = user_repo.username_or_email_taken(username, email)
+    if taken:
+        raise Conflict(f"{' and '.join(taken)} already taken")
+    user = User(
+        username=username,
+        email=email,
+        password_hash=passwords().hash(password),
+        role=Role.ADMIN,
+        is_active=True,
+    )
+    user_repo.add_user(user)
+    _commit_or_conflict()
+    return user
+
+
+@dataclass(frozen=True)
+class ProfileChange:
+    email: str | None = None
+    new_password: str | None = None
+    current_password: str | None = None
+
+
+def update_profile(user: User, change: ProfileChange, current_family_id: str) -> User:
+    """Change one's email and/or password. A password change needs the current password and
+    signs out every other session of the account."""
+    if change.email is not None and change.email != user.email:
+        if user_repo.email_taken_by_other(change.email, user.id):
+            raise Conflict("email already taken", errors={"email": ["already taken"]})
+        user.email = change.email
+    if change.new_password is not None:
+        if change.current_password is None:
+            raise InvalidInput(
+                "current_password is required to change the password",
+                errors={"current_password": ["required to change the password"]},
+            )
+        if not passwords().verify(user.password_hash, change.current_password):
+            raise AuthenticationFailed("current password is wrong")
+        user.password_hash = passwords().hash(change.new_password)
+        token_repo.revoke_user_families(user.id, utcnow(), "password_changed", keep=current_family_id)
+    _commit_or_conflict()
+    return user
+
+
+@dataclass(frozen=True)
+class AdminUserChange:
+    role: Role | None = None
+    is_active: bool | None = None
+    password: str | None = None
+
+
+def admin_update_user(user_id: int, change: AdminUserChange) -> User:
+    """Change a user's role, active flag or password. The last active admin can be neither
+    demoted nor deactivated, so the service never loses its administrator."""
+    user = user_repo.get_user(user_id)
+    if user is None:
+        raise NotFound("user not found")
+    loses_admin = user.role == Role.ADMIN and user.is_active and (
+        (change.role is not None and change.role != Role.ADMIN) or change.is_active is False
+    )
+    if loses_admin and user_repo.count_active_admins_for_update() <= 1:
+        raise Conflict("cannot demote or deactivate the last active admin")
+    if change.role is not None:
+        user.role = change.role
+    if change.is_active is not None:
+        user.is_active = change.is_active
+        if not change.is_active:
+            token_repo.revoke_user_families(user.id, utcnow(), "deactivated")
+    if change.password is not None:
+        user.password_hash = passwords().hash(change.password)
+        token_repo.revoke_user_families(user.id, utcnow(), "password_reset")
+    db.session.commit()
+    return user

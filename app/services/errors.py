@@ -1,0 +1,34 @@
+"""Domain errors raised by services; `app.api.errors` maps each to one HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base class: a message for the client and optional per-field details."""
+
+    def __init__(self, message: str, errors: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors
+
+
+class AuthenticationFailed(DomainError):
+    """Credentials or token missing, wrong, expired or revoked (401)."""
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but may not do this (403)."""
+
+
+class NotFound(DomainError):
+    """The object does not exist or is not visible to the caller (404)."""
+
+
+class Conflict(DomainError):
+    """The request contradicts the current state, e.g. a taken username (409)."""
+
+
+class InvalidInput(DomainError):
+    """Well-formed input that breaks a business rule, reported per field (422)."""

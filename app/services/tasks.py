@@ -1,0 +1,181 @@
+"""Task rules: who sees and changes what, soft delete and restore, and the audit trail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import Enum, StrEnum
+from typing import Any
+
+from flask_sqlalchemy.pagination import Pagination
+
+from app.extensions import db
+from app.models import AuditAction, Role, Task, TaskAuditEntry, TaskPriority, TaskStatus, User
+from app.models.types import utcnow
+from app.repositories import tasks as task_repo
+from app.repositories import users as user_repo
+from app.repositories.tasks import TaskFilters, TaskScope
+from app.services.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+
+# Fields a client may set; everything else (id, created_by, timestamps, deleted_at) is the server's.
+EDITABLE_FIELDS = ("task_name", "description", "status", "priority", "assigned_user_id", "due_date")
+TASK_NOT_FOUND = "task not found"
+
+
+class DeletedFilter(StrEnum):
+    EXCLUDE = "exclude"
+    INCLUDE = "include"
+    ONLY = "only"
+
+
+def scope_for(actor: User, *, with_deleted: bool = False) -> TaskScope:
+    """A `user` sees tasks assigned to or created by them; moderators and admins see all; only
+    admins see soft-deleted tasks."""
+    if actor.role == Role.USER:
+        return TaskScope(owner_id=actor.id)
+    return TaskScope(owner_id=None, include_deleted=with_deleted and actor.role == Role.ADMIN)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return value
+
+
+def _audit(task: Task, actor: User, action: AuditAction, changes: dict[str, Any]) -> None:
+    task_repo.add_audit_entry(
+        TaskAuditEntry(
+            task_id=task.id, actor_id=actor.id, action=action, changes=changes, created_at=utcnow()
+        )
+    )
+
+
+def _check_assignee(actor: User, assigned_user_id: int | None) -> None:
+    if assigned_user_id is None:
+        return
+    if actor.role == Role.USER and assigned_user_id != actor.id:
+        raise PermissionDenied("a user can only assign tasks to themselves")
+    if user_repo.get_user(assigned_user_id) is None:
+        raise InvalidInput(
+            "assigned user does not exist", errors={"assigned_user_id": ["no such user"]}
+        )
+
+
+@dataclass(frozen=True)
+class NewTask:
+    task_name: str
+    description: str | None = None
+    status: TaskStatus = TaskStatus.ACTIVE
+    priority: TaskPriority = TaskPriority.MEDIUM
+    assigned_user_id: int | None = None
+    due_date: date | None = None
+
+
+def create_task(actor: User, new: NewTask) -> Task:
+    _check_assignee(actor, new.assigned_user_id)
+    now = utcnow()
+    task = task_repo.add_task(
+        Task(
+            task_name=new.task_name,
+            description=new.description,
+            status=new.status,
+            priority=new.priority,
+            assigned_user_id=new.assigned_user_id,
+            due_date=new.due_date,
+            created_by_id=actor.id,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    changes = {name: {"old": None, "new": _json_value(getattr(task, name))} for name in EDITABLE_FIELDS}
+    _audit(task, actor, AuditAction.CREATED, changes)
+    db.session.commit()
+    return task
+
+
+def get_task(actor: User, task_id: int) -> Task:
+    task = task_repo.get_visible_task(task_id, scope_for(actor, with_deleted=True))
+    if task is None:
+        raise NotFound(TASK_NOT_FOUND)
+    return task
+
+
+def update_task(actor: User, task_id: int, changes: dict[str, Any]) -> Task:
+    """Apply a partial update: only the given fields change, and only real changes are audited."""
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise InvalidInput("unknown fields", errors={name: ["cannot be set"] for name in unknown})
+    task = task_repo.get_visible_task(task_id, scope_for(actor), for_update=True)
+    if task is None:
+        raise NotFound(TASK_NOT_FOUND)
+    if "assigned_user_id" in changes and changes["assigned_user_id"] != task.assigned_user_id:
+        _check_assignee(actor, changes["assigned_user_id"])
+    diff: dict[str, Any] = {}
+    for name, new_value in changes.items():
+        old_value = getattr(task, name)
+        if old_value != new_value:
+            diff[name] = {"old": _json_value(old_value), "new": _json_value(new_value)}
+            setattr(task, name, new_value)
+    if diff:
+        task.updated_at = utcnow()
+        _audit(task, actor, AuditAction.UPDATED, diff)
+    db.session.commit()
+    return task
+
+
+def soft_delete_task(actor: User, task_id: int) -> None:
+    """Moderators and admins soft-delete. A `user` gets 403 on a task it can see (no existence
+    leak for the others: 404)."""
+    task = task_repo.get_visible_task(task_id, scope_for(actor, with_deleted=True), for_update=True)
+    if task is None:
+        raise NotFound(TASK_NOT_FOUND)
+    if actor.role == Role.USER:
+        raise PermissionDenied("only moderators and admins can delete tasks")
+    if task.deleted_at is not None:
+        raise Conflict("task is already deleted")
+    now = utcnow()
+    task.deleted_at = now
+    task.updated_at = now
+    _audit(task, actor, AuditAction.DELETED, {"deleted_at": {"old": None, "new": now.isoformat()}})
+    db.session.commit()
+
+
+def restore_task(actor: User, task_id: int) -> Task:
+    task = task_repo.get_visible_task(task_id, scope_for(actor, with_deleted=True), for_update=True)
+    if task is None:
+        raise NotFound(TASK_NOT_FOUND)
+    if task.deleted_at is None:
+        raise Conflict("task is not deleted")
+    old = task.deleted_at
+    task.deleted_at = None
+    task.updated_at = utcnow()
+    _audit(task, actor, AuditAction.RESTORED, {"deleted_at": {"old": old.isoformat(), "new": None}})
+    db.session.commit()
+    return task
+
+
+def purge_task(actor: User, task_id: int) -> None:
+    """Delete a task row for good; the database cascades to its audit and daily-log rows."""
+    task = task_repo.get_task_any_state(task_id)
+    if task is None:
+        raise NotFound(TASK_NOT_FOUND)
+    task_repo.delete_task_row(task)
+    db.session.commit()
+
+
+def list_tasks(
+    actor: User, filters: TaskFilters, deleted: DeletedFilter, page: int, per_page: int
+) -> Pagination:
+    if deleted != DeletedFilter.EXCLUDE and actor.role != Role.ADMIN:
+        raise PermissionDenied("only admins can list deleted tasks")
+    scope = scope_for(actor, with_deleted=deleted != DeletedFilter.EXCLUDE)
+    if deleted == DeletedFilter.ONLY:
+        filters = TaskFilters(**{**filters.__dict__, "deleted_only": True})
+    return task_repo.page_tasks(scope, filters, page, per_page)
+
+
+def task_history(actor: User, task_id: int, page: int, per_page: int) -> Pagination:
+    get_task(actor, task_id)  # visibility check: 404 for tasks the caller cannot see
+    return task_repo.page_audit_entries(task_id, page, per_page)

@@ -1,0 +1,217 @@
+"""Shared fixtures: the app on each database backend, a clean database per test, and users.
+
+Every API test runs twice: on PostgreSQL (a throwaway database created for this run, schema built
+by the Alembic migrations) and on SQLite (a temporary file). Set `TEST_DATABASE_URL` to point at
+another PostgreSQL server; with `REQUIRE_SERVICES=1` a missing PostgreSQL fails the run instead of
+skipping its lane.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from apiflask import APIFlask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from app import create_app
+from app.config import AppEnv, Settings
+from app.extensions import db
+from app.models import Role, User
+from app.services.context import passwords
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+TEST_PASSWORD = "correct horse battery"
+TABLES_CHILD_FIRST = ("refresh_tokens", "token_families", "task_audit", "task_manager", "users")
+
+
+def test_settings(database_url: str, **overrides: object) -> Settings:
+    """Settings for tests: cheap argon2 (hashing cost is not under test), no start-up wait."""
+    values: dict[str, object] = {
+        "app_env": AppEnv.TESTING,
+        "database_url": database_url,
+        "secret_key": "test-secret-key-that-is-long-enough-0123",
+        "jwt_secret_key": "test-jwt-secret-key-that-is-long-enough-0123",
+        "argon2_time_cost": 1,
+        "argon2_memory_cost_kib": 1024,
+        "argon2_parallelism": 1,
+        "db_startup_retries": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def postgres_server_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL", DEFAULT_PG_URL)
+
+
+def postgres_available() -> bool:
+    engine = create_engine(postgres_server_url(), connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            return True
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def require_postgres() -> None:
+    if not postgres_available():
+        message = f"PostgreSQL is not reachable at {postgres_server_url()}"
+        if REQUIRE_SERVICES:
+            pytest.fail(message + " (REQUIRE_SERVICES=1)")
+        pytest.skip(message)
+
+
+class ThrowawayPostgresDatabase:
+    """A database of its own on the test server, dropped at the end."""
+
+    def __init__(self, prefix: str = "mediaamp_test") -> None:
+        self.server_url = make_url(postgres_server_url())
+        self.name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.url = self.server_url.set(database=self.name).render_as_string(hide_password=False)
+
+    def _admin(self) -> object:
+        return create_engine(self.server_url, isolation_level="AUTOCOMMIT")
+
+    def create(self) -> str:
+        engine = self._admin()
+        with engine.connect() as conn:  # type: ignore[attr-defined]
+            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+        engine.dispose()  # type: ignore[attr-defined]
+        return self.url
+
+    def drop(self) -> None:
+        engine = self._admin()
+        with engine.connect() as conn:  # type: ignore[attr-defined]
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        engine.dispose()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def app(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIFlask]:
+    """The app with its schema built by the migrations (`flask db upgrade`)."""
+    throwaway: ThrowawayPostgresDatabase | None = None
+    if backend == "postgresql":
+        require_postgres()
+        throwaway = ThrowawayPostgresDatabase()
+        url = throwaway.create()
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    application = create_app(test_settings(url))
+    with application.app_context():
+        upgrade()
+    yield application
+    with application.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    if throwaway is not None:
+        throwaway.drop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts from empty tables (truncation: tests may commit, as requests do)."""
+    yield
+    if "app" not in request.fixturenames:
+        return
+    application: APIFlask = request.getfixturevalue("app")
+    with application.app_context():
+        db.session.remove()
+        with db.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text(f"TRUNCATE {', '.join(TABLES_CHILD_FIRST)} RESTART IDENTITY CASCADE"))
+            else:
+                for table in TABLES_CHILD_FIRST:
+                    conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+def client(app: APIFlask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def app_context(app: APIFlask) -> Iterator[None]:
+    with app.app_context():
+        yield
+
+
+@dataclass
+class Account:
+    id: int
+    username: str
+    role: Role
+    password: str = TEST_PASSWORD
+
+
+@pytest.fixture
+def make_user(app: APIFlask) -> Callable[..., Account]:
+    """Create an account directly in the database (any role, active or not)."""
+
+    def _make(username: str, role: Role = Role.USER, *, is_active: bool = True) -> Account:
+        with app.app_context():
+            user = User(
+                username=username,
+                email=f"{username}@example.com",
+                password_hash=passwords().hash(TEST_PASSWORD),
+                role=role,
+                is_active=is_active,
+            )
+            db.session.add(user)
+            db.session.commit()
+            return Account(id=user.id, username=username, role=role)
+
+    return _make
+
+
+@pytest.fixture
+def login(client: FlaskClient) -> Callable[[Account], dict[str, str]]:
+    """Log an account in through the API; returns its Authorization header."""
+
+    def _login(account: Account) -> dict[str, str]:
+        response = client.post(
+            "/login", json={"username": account.username, "password": account.password}
+        )
+        assert response.status_code == 200, response.json
+        return {"Authorization": f"Bearer {response.json['access_token']}"}
+
+    return _login
+
+
+@pytest.fixture
+def admin(make_user: Callable[..., Account]) -> Account:
+    return make_user("root_admin", Role.ADMIN)
+
+
+@pytest.fixture
+def moderator(make_user: Callable[..., Account]) -> Account:
+    return make_user("mod_mary", Role.MODERATOR)
+
+
+@pytest.fixture
+def alice(make_user: Callable[..., Account]) -> Account:
+    return make_user("alice", Role.USER)
+
+
+@pytest.fixture
+def bob(make_user: Callable[..., Account]) -> Account:
+    return make_user("bob", Role.USER)
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
