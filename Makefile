@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export FLASK_APP := app
+# Processes started by honcho (gunicorn, later celery) come from the venv.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: run test lint typecheck pytest lock clean
 
