@@ -7,8 +7,10 @@ from pathlib import Path
 
 from apiflask import APIFlask
 
-from app import database
-from app import models  # noqa: F401  (registers every table on the metadata)
+from app import (
+    database,
+    models,  # noqa: F401  (registers every table on the metadata)
+)
 from app.api import admin, auth, current_user, docs, health, http, tasks  # noqa: F401
 from app.api.errors import register_error_handlers
 from app.config import Settings, load_settings
@@ -48,5 +50,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     register_commands(app)
 
     if settings.db_startup_retries > 0:
-        database.wait_for_database(app, settings.db_startup_retries, settings.db_startup_backoff_seconds)
+        database.wait_for_database(
+            app, settings.db_startup_retries, settings.db_startup_backoff_seconds
+        )
     return app

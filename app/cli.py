@@ -6,6 +6,7 @@ import os
 
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 from pydantic import TypeAdapter, ValidationError
 
 from app.models import Role
@@ -31,7 +32,10 @@ def _validated(adapter: TypeAdapter[str], value: str, name: str) -> str:
     show_default=True,
     help="Environment variable holding the password; prompted for when it is not set.",
 )
-@click.option("--if-missing", is_flag=True, help="Succeed quietly when the username already exists.")
+@click.option(
+    "--if-missing", is_flag=True, help="Succeed quietly when the username already exists."
+)
+@with_appcontext  # `flask` pushes one itself, but not every runner does (e.g. app.test_cli_runner)
 def create_admin_command(username: str, email: str, password_env: str, if_missing: bool) -> None:
     """Create an admin account. The password is read from an environment variable or a hidden
     prompt, never from the command line (it would land in shell history and `ps`)."""
@@ -40,7 +44,9 @@ def create_admin_command(username: str, email: str, password_env: str, if_missin
     existing = user_repo.get_user_by_username(username)
     if existing is not None:
         if if_missing:
-            click.echo(f"user {username!r} already exists (role {existing.role.value}); nothing to do")
+            click.echo(
+                f"user {username!r} already exists (role {existing.role.value}); nothing to do"
+            )
             return
         raise click.ClickException(f"user {username!r} already exists")
     password = os.environ.get(password_env) or click.prompt(

@@ -18,7 +18,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 
 # Values that mark a secret as "not really set": the development defaults and the .env.example text.
-DEV_SECRET = "dev-only-secret-change-me-before-deploying-anywhere"
+DEV_SECRET = "dev-only-secret-change-me-before-deploying-anywhere"  # noqa: S105 (refused outside dev)
 PLACEHOLDER_SECRETS = frozenset({"", DEV_SECRET, "change-me", "changeme", "secret"})
 MIN_SECRET_LENGTH = 32
 
@@ -33,7 +33,9 @@ class AppEnv(StrEnum):
 class Settings(BaseSettings):
     """Every setting of the service, with its environment variable and default."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        env_file=PROJECT_ROOT / ".env", extra="ignore", case_sensitive=False
+    )
 
     app_env: AppEnv = AppEnv.DEVELOPMENT
     secret_key: str = DEV_SECRET
@@ -61,9 +63,29 @@ class Settings(BaseSettings):
     max_per_page: int = 100
     default_per_page: int = 20
 
+    # Redis: the Celery broker (and, later, the cache). Unset: the embedded broker below.
+    redis_url: str | None = None
+    celery_broker_url: str | None = None
+    celery_always_eager: bool = False
+
+    # The daily task loader.
+    daily_log_time_utc: str = Field(default="00:05", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    loader_chunk_size: int = Field(default=50_000, gt=0)
+    loader_max_catchup_days: int = Field(default=7, ge=1, le=366)
+    loader_catchup_check_minutes: int = Field(default=15, ge=1, le=59)
+
     admin_username: str | None = None
     admin_email: str | None = None
     admin_password: str | None = None
+
+    @property
+    def celery_broker(self) -> str:
+        """CELERY_BROKER_URL, else REDIS_URL, else a SQLite-file broker that needs no server."""
+        return (
+            self.celery_broker_url
+            or self.redis_url
+            or f"sqla+sqlite:///{INSTANCE_DIR / 'celery-broker.sqlite'}"
+        )
 
     @property
     def is_production_like(self) -> bool:
@@ -96,7 +118,9 @@ class Settings(BaseSettings):
                 connect_args={
                     "connect_timeout": self.db_connect_timeout_seconds,
                     # UTC sessions so that date arithmetic in SQL is UTC, whatever the server says.
-                    "options": f"-c timezone=UTC -c statement_timeout={self.db_statement_timeout_ms}",
+                    "options": (
+                        f"-c timezone=UTC -c statement_timeout={self.db_statement_timeout_ms}"
+                    ),
                 },
             )
         return {

@@ -46,7 +46,8 @@ def wait_for_database(app: Flask, retries: int, backoff_seconds: float) -> None:
                 raise DatabaseUnavailable(
                     f"database not reachable after {retries} attempts: {exc.orig}"
                 ) from exc
-            log.warning("database not reachable (attempt %d/%d), retrying in %.1fs",
-                        attempt, retries, delay)
+            log.warning(
+                "database not reachable (attempt %d/%d), retrying in %.1fs", attempt, retries, delay
+            )
             time.sleep(delay)
             delay = min(delay * 2, 30)

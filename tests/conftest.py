@@ -135,7 +135,9 @@ def _clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
         db.session.remove()
         with db.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                conn.execute(text(f"TRUNCATE {', '.join(TABLES_CHILD_FIRST)} RESTART IDENTITY CASCADE"))
+                conn.execute(
+                    text(f"TRUNCATE {', '.join(TABLES_CHILD_FIRST)} RESTART IDENTITY CASCADE")
+                )
             else:
                 for table in TABLES_CHILD_FIRST:
                     conn.execute(text(f"DELETE FROM {table}"))

@@ -9,7 +9,7 @@ from apiflask import APIBlueprint
 from app.api.current_user import current_user
 from app.api.pagination import paginated
 from app.extensions import token_auth
-from app.models import Role, User
+from app.models import Role
 from app.repositories import users as user_repo
 from app.schemas.admin import DashboardOut
 from app.schemas.users import AdminUserPatchIn, UserListQuery, UserOut, UserPage
@@ -24,7 +24,10 @@ ADMIN_ONLY = [Role.ADMIN.value]
 @bp.get("/dashboard")
 @bp.auth_required(token_auth, roles=ADMIN_ONLY)
 @bp.output(DashboardOut)
-@bp.doc(summary="Counts of users and tasks, and tasks created per day (last 14 days)")
+@bp.doc(
+    summary="Counts of users and tasks, and tasks created per day (last 14 days)",
+    responses=[401, 403],
+)
 def dashboard() -> dict[str, Any]:
     return dashboard_service.dashboard()
 
@@ -47,8 +50,10 @@ def list_users(query: UserListQuery) -> Any:
     description="The last active admin cannot be demoted or deactivated (409).",
     responses=[401, 403, 404, 409, 422],
 )
-def update_user(user_id: int, body: AdminUserPatchIn) -> User:
-    return accounts.admin_update_user(user_id, accounts.AdminUserChange(**body.model_dump(exclude_unset=True)))
+def update_user(user_id: int, body: AdminUserPatchIn) -> Any:
+    return accounts.admin_update_user(
+        user_id, accounts.AdminUserChange(**body.model_dump(exclude_unset=True))
+    )
 
 
 @bp.delete("/tasks/<int:task_id>")

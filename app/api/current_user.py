@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from flask import g
 
 from app.extensions import token_auth
@@ -10,7 +12,6 @@ from app.services import sessions
 from app.services.errors import AuthenticationFailed
 
 
-@token_auth.verify_token
 def _verify_token(token: str) -> sessions.Principal | None:
     if not token:
         g.auth_failure = "missing bearer token"
@@ -22,15 +23,18 @@ def _verify_token(token: str) -> sessions.Principal | None:
         return None
 
 
-@token_auth.get_user_roles
 def _roles(principal: sessions.Principal) -> list[str]:
     # The role comes from the database, not the token: a demotion takes effect at once.
     return [principal.user.role.value]
 
 
+# Registered by call, not as decorators: Flask-HTTPAuth's decorators are untyped.
+token_auth.verify_token(_verify_token)
+token_auth.get_user_roles(_roles)
+
+
 def current_principal() -> sessions.Principal:
-    principal: sessions.Principal = token_auth.current_user
-    return principal
+    return cast(sessions.Principal, token_auth.current_user)
 
 
 def current_user() -> User:

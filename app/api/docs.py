@@ -8,14 +8,38 @@ from typing import Any
 import flask_swagger_ui
 from flask import Blueprint
 
+from app.schemas.common import ErrorOut
+
 SWAGGER_UI_DIST = Path(flask_swagger_ui.__file__).parent / "dist"
 STATIC_URL = "/apidocs/static"
 
-bp = Blueprint("swagger_assets", __name__, static_folder=str(SWAGGER_UI_DIST), static_url_path=STATIC_URL)
+bp = Blueprint(
+    "swagger_assets", __name__, static_folder=str(SWAGGER_UI_DIST), static_url_path=STATIC_URL
+)
+
+
+def error_schema(*, errors_required: bool = False) -> dict[str, Any]:
+    """The OpenAPI schema of the error body the app really sends (`app.api.errors`), in place of
+    APIFlask's default `{detail, message}`, which no response of this app has."""
+    schema = ErrorOut.model_json_schema()
+    schema["properties"]["errors"] = {
+        "type": "object",
+        "description": "Messages per location (`json`, `query`, ...) and per field",
+        "additionalProperties": {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+        "example": {"json": {"task_name": ["String should have at least 1 character"]}},
+    }
+    if errors_required:
+        schema["required"] = [*schema["required"], "errors"]
+    return schema
 
 
 def docs_config() -> dict[str, Any]:
     return {
+        "HTTP_ERROR_SCHEMA": error_schema(),
+        "VALIDATION_ERROR_SCHEMA": error_schema(errors_required=True),
         "SWAGGER_UI_CSS": f"{STATIC_URL}/swagger-ui.css",
         "SWAGGER_UI_BUNDLE_JS": f"{STATIC_URL}/swagger-ui-bundle.js",
         "SWAGGER_UI_STANDALONE_PRESET_JS": f"{STATIC_URL}/swagger-ui-standalone-preset.js",

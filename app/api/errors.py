@@ -86,4 +86,3 @@ def register_error_handlers(app: APIFlask) -> None:
     for exc_type in DOMAIN_STATUS:
         app.register_error_handler(exc_type, _from_domain)
     app.register_error_handler(Exception, _unexpected)
-

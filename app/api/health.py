@@ -21,5 +21,8 @@ def health() -> dict[str, Any]:
 @bp.doc(summary="Ready to serve: the database answers", responses={200: "Ready", 503: "Not ready"})
 def ready() -> tuple[dict[str, Any], int]:
     db_ok = database_is_reachable()
-    body = {"status": "ok" if db_ok else "unavailable", "checks": {"database": "ok" if db_ok else "down"}}
+    body = {
+        "status": "ok" if db_ok else "unavailable",
+        "checks": {"database": "ok" if db_ok else "down"},
+    }
     return body, 200 if db_ok else 503

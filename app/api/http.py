@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Request, Response, current_app, request
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
+
+from app.models.types import MAX_ID
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -33,6 +35,13 @@ def require_json_content_type() -> None:
         raise UnsupportedMediaType("Send the body as application/json.")
 
 
+def refuse_impossible_ids(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """An `<int:...>` id past the INTEGER columns' range cannot exist: 404 before it reaches
+    SQL, where it would be an out-of-range error."""
+    if values and any(isinstance(v, int) and v > MAX_ID for v in values.values()):
+        raise NotFound("No such object.")
+
+
 def add_security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
@@ -42,5 +51,6 @@ def add_security_headers(response: Response) -> Response:
 
 def install(app: Flask) -> None:
     app.request_class = ApiRequest
+    app.url_value_preprocessor(refuse_impossible_ids)
     app.before_request(require_json_content_type)
     app.after_request(add_security_headers)

@@ -10,13 +10,24 @@ from flask import url_for
 from app.api.current_user import current_user
 from app.api.pagination import paginated
 from app.extensions import token_auth
-from app.models import Role, Task
+from app.models import Role
 from app.repositories.tasks import TaskFilters
 from app.schemas.common import PageQuery
-from app.schemas.tasks import AuditPage, TaskCreateIn, TaskListQuery, TaskOut, TaskPage, TaskUpdateIn
+from app.schemas.tasks import (
+    AuditPage,
+    TaskCreateIn,
+    TaskListQuery,
+    TaskOut,
+    TaskPage,
+    TaskUpdateIn,
+)
 from app.services import tasks as task_service
 
 bp = APIBlueprint("tasks", __name__, tag="Tasks")
+
+# Response-header docs as OpenAPI header objects (APIFlask's annotation expects schema fields).
+LINK_HEADER: Any = {"Link": {"description": "RFC 8288 first/prev/next/last links"}}
+LOCATION_HEADER: Any = {"Location": {"description": "The new task's URL"}}
 
 VISIBILITY = (
     "A `user` sees only tasks assigned to or created by them (others' tasks answer 404); "
@@ -27,9 +38,12 @@ VISIBILITY = (
 @bp.get("/tasks")
 @bp.auth_required(token_auth)
 @bp.input(TaskListQuery, location="query", arg_name="query")
-@bp.output(TaskPage, headers={"Link": {"description": "RFC 8288 first/prev/next/last links"}})
-@bp.doc(summary="List tasks", description=VISIBILITY + " Soft-deleted tasks are excluded.",
-        responses=[401, 403, 422])
+@bp.output(TaskPage, headers=LINK_HEADER)
+@bp.doc(
+    summary="List tasks",
+    description=VISIBILITY + " Soft-deleted tasks are excluded.",
+    responses=[401, 403, 422],
+)
 def list_tasks(query: TaskListQuery) -> Any:
     assigned = query.assigned_user
     filters = TaskFilters(
@@ -44,16 +58,21 @@ def list_tasks(query: TaskListQuery) -> Any:
         due_to=query.due_to,
         sort=query.sort_terms(),
     )
-    page = task_service.list_tasks(current_user(), filters, query.deleted, query.page, query.per_page)
+    page = task_service.list_tasks(
+        current_user(), filters, query.deleted, query.page, query.per_page
+    )
     return paginated(page)
 
 
 @bp.post("/task")
 @bp.auth_required(token_auth)
 @bp.input(TaskCreateIn, arg_name="body")
-@bp.output(TaskOut, status_code=201, headers={"Location": {"description": "The task's URL"}})
-@bp.doc(summary="Create a task", description="A `user` can only assign a task to themselves.",
-        responses=[401, 403, 422])
+@bp.output(TaskOut, status_code=201, headers=LOCATION_HEADER)
+@bp.doc(
+    summary="Create a task",
+    description="A `user` can only assign a task to themselves.",
+    responses=[401, 403, 422],
+)
 def create_task(body: TaskCreateIn) -> Any:
     task = task_service.create_task(current_user(), task_service.NewTask(**body.model_dump()))
     return task, 201, {"Location": url_for("tasks.get_task", task_id=task.id)}
@@ -63,7 +82,7 @@ def create_task(body: TaskCreateIn) -> Any:
 @bp.auth_required(token_auth)
 @bp.output(TaskOut)
 @bp.doc(summary="Get a task", description=VISIBILITY, responses=[401, 404])
-def get_task(task_id: int) -> Task:
+def get_task(task_id: int) -> Any:
     return task_service.get_task(current_user(), task_id)
 
 
@@ -75,9 +94,9 @@ def get_task(task_id: int) -> Task:
     summary="Update a task (partial)",
     description="Only the fields in the body change; each change is recorded in the history. "
     + VISIBILITY,
-    responses=[401, 403, 404, 422],
+    responses=[401, 403, 404, 409, 422],
 )
-def update_task(task_id: int, body: TaskUpdateIn) -> Task:
+def update_task(task_id: int, body: TaskUpdateIn) -> Any:
     return task_service.update_task(current_user(), task_id, body.model_dump(exclude_unset=True))
 
 
@@ -86,8 +105,13 @@ def update_task(task_id: int, body: TaskUpdateIn) -> Task:
 @bp.doc(
     summary="Soft-delete a task",
     description="Moderators and admins only; a `user` gets 403 on its own task, 404 on others'.",
-    responses={204: "Deleted", 401: "Authentication error", 403: "Forbidden", 404: "Not found",
-               409: "Already deleted"},
+    responses={
+        204: "Deleted",
+        401: "Authentication error",
+        403: "Forbidden",
+        404: "Not found",
+        409: "Already deleted",
+    },
 )
 def delete_task(task_id: int) -> tuple[str, int]:
     task_service.soft_delete_task(current_user(), task_id)
@@ -98,7 +122,7 @@ def delete_task(task_id: int) -> tuple[str, int]:
 @bp.auth_required(token_auth, roles=[Role.ADMIN.value])
 @bp.output(TaskOut)
 @bp.doc(summary="Restore a soft-deleted task (admin)", responses=[401, 403, 404, 409])
-def restore_task(task_id: int) -> Task:
+def restore_task(task_id: int) -> Any:
     return task_service.restore_task(current_user(), task_id)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -13,6 +14,11 @@ import jwt
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["sub", "role", "jti", "fid", "exp", "iat", "nbf", "iss", "typ"]
+# A user id as issued: ASCII digits (str.isdigit() also takes superscripts and other scripts'
+# digits), no leading zero, within the 32-bit INTEGER range of users.id (a larger value is a
+# database error on PostgreSQL and an OverflowError on SQLite).
+_SUBJECT = re.compile(r"[1-9][0-9]{0,9}")
+MAX_USER_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,14 @@ class InvalidToken(Exception):
 
 
 def issue_access_token(
-    *, secret: str, issuer: str, user_id: int, role: str, family_id: str, now: datetime, ttl: timedelta
+    *,
+    secret: str,
+    issuer: str,
+    user_id: int,
+    role: str,
+    family_id: str,
+    now: datetime,
+    ttl: timedelta,
 ) -> str:
     claims: dict[str, Any] = {
         "sub": str(user_id),  # PyJWT >= 2.10 requires a string subject
@@ -65,10 +78,15 @@ def decode_access_token(token: str, *, secret: str, issuer: str) -> AccessClaims
         raise InvalidToken("token not yet valid") from exc
     except jwt.InvalidTokenError as exc:
         raise InvalidToken("invalid token") from exc
-    if claims["typ"] != "access" or not str(claims["sub"]).isdigit():
+    sub = claims["sub"]
+    if claims["typ"] != "access" or not isinstance(sub, str) or not _SUBJECT.fullmatch(sub):
+        raise InvalidToken("invalid token")
+    if int(sub) > MAX_USER_ID:
         raise InvalidToken("invalid token")
     return AccessClaims(
-        user_id=int(claims["sub"]), role=str(claims["role"]), jti=str(claims["jti"]),
+        user_id=int(sub),
+        role=str(claims["role"]),
+        jti=str(claims["jti"]),
         family_id=str(claims["fid"]),
     )
 

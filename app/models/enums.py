@@ -35,3 +35,16 @@ class AuditAction(StrEnum):
     UPDATED = "updated"
     DELETED = "deleted"
     RESTORED = "restored"
+
+
+class LoaderRunState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"

@@ -14,7 +14,7 @@ from app.models.types import UTCDateTime, utcnow
 from app.models.user import User
 
 
-def _string_enum(enum_cls: type, name: str) -> Enum:
+def string_enum(enum_cls: type, name: str) -> Enum:
     return Enum(
         enum_cls,
         native_enum=False,
@@ -32,21 +32,25 @@ class Task(Model):
     task_name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
     status: Mapped[TaskStatus] = mapped_column(
-        _string_enum(TaskStatus, "task_status"), default=TaskStatus.ACTIVE, index=True
+        string_enum(TaskStatus, "task_status"), default=TaskStatus.ACTIVE, index=True
     )
     priority: Mapped[TaskPriority] = mapped_column(
-        _string_enum(TaskPriority, "task_priority"), default=TaskPriority.MEDIUM, index=True
+        string_enum(TaskPriority, "task_priority"), default=TaskPriority.MEDIUM, index=True
     )
     assigned_user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
-    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+    created_by_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="RESTRICT"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     due_date: Mapped[date | None] = mapped_column(Date, index=True)
 
-    assigned_user: Mapped[User | None] = relationship(foreign_keys=[assigned_user_id], lazy="select")
+    assigned_user: Mapped[User | None] = relationship(
+        foreign_keys=[assigned_user_id], lazy="select"
+    )
     created_by: Mapped[User] = relationship(foreign_keys=[created_by_id], lazy="select")
     # The database cascades a purge to audit (and log) rows; passive_deletes lets it do the work.
     audit_entries: Mapped[list[TaskAuditEntry]] = relationship(
@@ -75,8 +79,10 @@ class TaskAuditEntry(Model):
     task_id: Mapped[int] = mapped_column(
         Integer, ForeignKey("task_manager.id", ondelete="CASCADE"), index=True
     )
-    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
-    action: Mapped[AuditAction] = mapped_column(_string_enum(AuditAction, "audit_action"))
+    actor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    action: Mapped[AuditAction] = mapped_column(string_enum(AuditAction, "audit_action"))
     # {"field": {"old": ..., "new": ...}} with JSON-ready values.
     changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

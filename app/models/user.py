@@ -22,8 +22,14 @@ class User(Model):
     # NULL for accounts that cannot log in until an admin sets a password (e.g. CSV-created ones).
     password_hash: Mapped[str | None] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(
-        Enum(Role, native_enum=False, create_constraint=True, length=16, name="user_role",
-             values_callable=lambda e: [m.value for m in e]),
+        Enum(
+            Role,
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            name="user_role",
+            values_callable=lambda e: [m.value for m in e],
+        ),
         default=Role.USER,
         index=True,
     )
@@ -36,4 +42,3 @@ class User(Model):
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username} {self.role}>"
-

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import ColumnElement, Select, case, cast, Date, func, or_, select
-from sqlalchemy.sql.elements import KeyedColumnElement
+from sqlalchemy import ColumnElement, Date, Select, case, cast, func, or_, select
 
 from app.extensions import db
 from app.models import Task, TaskAuditEntry, TaskPriority, TaskStatus
 from app.models.enums import PRIORITY_ORDER
+
+# Every id column is a 32-bit INTEGER: a larger id matches no row, and binding one overflows the
+# driver (SQLite) or the column type (PostgreSQL), so such ids are answered without a query.
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,9 @@ class TaskFilters:
     sort: tuple[tuple[str, bool], ...] = field(default=(("created_at", True),))
 
 
-_PRIORITY_RANK = case(
-    {p.value: rank for rank, p in enumerate(PRIORITY_ORDER)}, value=Task.priority
-)
+_PRIORITY_RANK = case({p.value: rank for rank, p in enumerate(PRIORITY_ORDER)}, value=Task.priority)
 
-SORTABLE_COLUMNS: dict[str, ColumnElement[object] | KeyedColumnElement[object]] = {
+SORTABLE_COLUMNS: dict[str, Any] = {
     "id": Task.id,
     "task_name": Task.task_name,
     "status": Task.status,
@@ -54,11 +55,14 @@ SORTABLE_COLUMNS: dict[str, ColumnElement[object] | KeyedColumnElement[object]] 
 }
 
 
+NULLABLE_SORT_KEYS = frozenset({"due_date"})
+
+
 def _start_of_day(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def scoped(stmt: Select[tuple[Task]], scope: TaskScope) -> Select[tuple[Task]]:
+def scoped(stmt: Select[Any], scope: TaskScope) -> Select[Any]:
     if not scope.include_deleted:
         stmt = stmt.where(Task.deleted_at.is_(None))
     if scope.owner_id is not None:
@@ -72,14 +76,15 @@ def get_visible_task(task_id: int, scope: TaskScope, *, for_update: bool = False
     stmt = scoped(select(Task).where(Task.id == task_id), scope)
     if for_update:
         stmt = stmt.with_for_update()
-    return db.session.scalar(stmt)
+    task: Task | None = db.session.scalar(stmt)
+    return task
 
 
 def get_task_any_state(task_id: int) -> Task | None:
     return db.session.get(Task, task_id)
 
 
-def filtered(stmt: Select[tuple[Task]], filters: TaskFilters) -> Select[tuple[Task]]:
+def filtered(stmt: Select[Any], filters: TaskFilters) -> Select[Any]:
     if filters.status is not None:
         stmt = stmt.where(Task.status == filters.status)
     if filters.priority is not None:
@@ -108,11 +113,16 @@ def filtered(stmt: Select[tuple[Task]], filters: TaskFilters) -> Select[tuple[Ta
     return stmt
 
 
-def ordered(stmt: Select[tuple[Task]], sort: tuple[tuple[str, bool], ...]) -> Select[tuple[Task]]:
-    clauses = []
+def ordered(stmt: Select[Any], sort: tuple[tuple[str, bool], ...]) -> Select[Any]:
+    clauses: list[ColumnElement[Any]] = []
     for name, descending in sort:
         column = SORTABLE_COLUMNS[name]
-        clauses.append(column.desc() if descending else column.asc())
+        clause = column.desc() if descending else column.asc()
+        if name in NULLABLE_SORT_KEYS:
+            # Backends disagree on where NULLs go (SQLite first, PostgreSQL last when ascending):
+            # tasks without a value go last in both directions, everywhere.
+            clause = clause.nulls_last()
+        clauses.append(clause)
     if not any(name == "id" for name, _ in sort):
         clauses.append(Task.id.desc())  # a stable order, so pages never overlap
     return stmt.order_by(*clauses)
@@ -165,7 +175,7 @@ def count_soft_deleted() -> int:
 def count_created_per_day(since: date) -> dict[date, int]:
     """Tasks created per UTC day from `since` on (live and soft-deleted alike)."""
     if db.engine.dialect.name == "sqlite":
-        day = func.date(Task.created_at)  # stored as naive UTC text
+        day: ColumnElement[Any] = func.date(Task.created_at)  # stored as naive UTC text
     else:
         day = cast(Task.created_at, Date)  # the session time zone is UTC
     rows = db.session.execute(

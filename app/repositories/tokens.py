@@ -34,7 +34,7 @@ def spend_refresh_token(token_id: int, now: datetime) -> bool:
         .values(used_at=now)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def revoke_family(family_id: str, now: datetime, reason: str) -> None:

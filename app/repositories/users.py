@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
 from flask_sqlalchemy.pagination import Pagination
+from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import Role, User
@@ -31,7 +31,10 @@ def username_or_email_taken(username: str, email: str) -> list[str]:
 
 
 def email_taken_by_other(email: str, user_id: int) -> bool:
-    return db.session.scalar(select(User.id).where(User.email == email, User.id != user_id)) is not None
+    return (
+        db.session.scalar(select(User.id).where(User.email == email, User.id != user_id))
+        is not None
+    )
 
 
 def add_user(user: User) -> User:

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.models.types import MAX_ID
+
 
 class StrictInput(BaseModel):
     """Request models refuse unknown fields: a body that tries to set `role`, `id` or anything
@@ -19,7 +21,8 @@ class Output(BaseModel):
 
 
 class PageQuery(StrictInput):
-    page: int = Field(default=1, ge=1, description="1-based page number")
+    # Capped so the SQL OFFSET ((page - 1) * per_page) stays within a 64-bit integer.
+    page: int = Field(default=1, ge=1, le=MAX_ID, description="1-based page number")
     per_page: int = Field(default=20, ge=1, le=100, description="Items per page (at most 100)")
 
 

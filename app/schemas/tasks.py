@@ -6,19 +6,26 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from app.models import AuditAction, TaskPriority, TaskStatus
+from app.models.types import MAX_ID
 from app.repositories.tasks import SORTABLE_COLUMNS
 from app.schemas.common import Output, PageMeta, PageQuery, StrictInput
 from app.services.tasks import DeletedFilter
 
 TaskName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 Description = Annotated[str, Field(max_length=10_000)]
+# Ids past the INTEGER columns' range match no user; bounding them here keeps them out of SQL.
+UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 class TaskCreateIn(StrictInput):
@@ -26,10 +33,12 @@ class TaskCreateIn(StrictInput):
     description: Description | None = None
     status: TaskStatus = TaskStatus.ACTIVE
     priority: TaskPriority = TaskPriority.MEDIUM
-    assigned_user_id: int | None = Field(default=None, ge=1)
+    assigned_user_id: UserId | None = None
     due_date: date | None = None
 
+    # Enum values are matched in any case: "high", "Active".
     _priority_upper = field_validator("priority", mode="before")(_upper)
+    _status_lower = field_validator("status", mode="before")(_lower)
 
 
 class TaskUpdateIn(StrictInput):
@@ -39,17 +48,20 @@ class TaskUpdateIn(StrictInput):
     description: Description | None = None
     status: TaskStatus | None = None
     priority: TaskPriority | None = None
-    assigned_user_id: int | None = Field(default=None, ge=1)
+    assigned_user_id: UserId | None = None
     due_date: date | None = None
 
+    # Enum values are matched in any case: "high", "Active".
     _priority_upper = field_validator("priority", mode="before")(_upper)
+    _status_lower = field_validator("status", mode="before")(_lower)
 
-    @model_validator(mode="after")
-    def _required_fields_not_null(self) -> TaskUpdateIn:
-        for name in ("task_name", "status", "priority"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
+    @field_validator("task_name", "status", "priority")
+    @classmethod
+    def _required_fields_not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        # Runs only for fields present in the body, so the error is reported under the field.
+        if value is None:
+            raise ValueError(f"{info.field_name} cannot be null")
+        return value
 
 
 class TaskOut(Output):
@@ -95,7 +107,16 @@ class TaskListQuery(PageQuery):
         default=DeletedFilter.EXCLUDE, description="Soft-deleted tasks (admins only): include, only"
     )
 
+    # Enum values are matched in any case: "high", "Active".
     _priority_upper = field_validator("priority", mode="before")(_upper)
+    _status_lower = field_validator("status", mode="before")(_lower)
+
+    @field_validator("assigned_user")
+    @classmethod
+    def _assigned_user_in_range(cls, value: str | None) -> str | None:
+        if value is not None and value != "none" and int(value) > MAX_ID:
+            raise ValueError(f"a user id is at most {MAX_ID}")
+        return value
 
     @field_validator("sort")
     @classmethod

@@ -18,8 +18,9 @@ def _lower(value: str) -> str:
 # Starts with a letter so a username can never be mistaken for a numeric id.
 Username = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=3, max_length=64,
-                      pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$"),
+    StringConstraints(
+        strip_whitespace=True, min_length=3, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$"
+    ),
     AfterValidator(_lower),
 ]
 Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(_lower)]
@@ -35,8 +36,11 @@ class RegisterIn(StrictInput):
 
 
 class LoginIn(StrictInput):
-    username: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
-                        AfterValidator(_lower)]
+    username: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+        AfterValidator(_lower),
+    ]
     password: AnyPassword
 
 

@@ -84,7 +84,9 @@ def update_profile(user: User, change: ProfileChange, current_family_id: str) ->
         if not passwords().verify(user.password_hash, change.current_password):
             raise AuthenticationFailed("current password is wrong")
         user.password_hash = passwords().hash(change.new_password)
-        token_repo.revoke_user_families(user.id, utcnow(), "password_changed", keep=current_family_id)
+        token_repo.revoke_user_families(
+            user.id, utcnow(), "password_changed", keep=current_family_id
+        )
     _commit_or_conflict()
     return user
 
@@ -102,8 +104,10 @@ def admin_update_user(user_id: int, change: AdminUserChange) -> User:
     user = user_repo.get_user(user_id)
     if user is None:
         raise NotFound("user not found")
-    loses_admin = user.role == Role.ADMIN and user.is_active and (
-        (change.role is not None and change.role != Role.ADMIN) or change.is_active is False
+    loses_admin = (
+        user.role == Role.ADMIN
+        and user.is_active
+        and ((change.role is not None and change.role != Role.ADMIN) or change.is_active is False)
     )
     if loses_admin and user_repo.count_active_admins_for_update() <= 1:
         raise Conflict("cannot demote or deactivate the last active admin")

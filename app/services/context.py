@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from celery import Celery
 from flask import current_app
 
 from app.auth.passwords import PasswordService
@@ -16,3 +17,8 @@ def settings() -> Settings:
 def passwords() -> PasswordService:
     s = settings()
     return PasswordService(s.argon2_time_cost, s.argon2_memory_cost_kib, s.argon2_parallelism)
+
+
+def celery() -> Celery:
+    value: Celery = current_app.extensions["celery"]
+    return value

@@ -32,3 +32,7 @@ class Conflict(DomainError):
 
 class InvalidInput(DomainError):
     """Well-formed input that breaks a business rule, reported per field (422)."""
+
+
+class ServiceUnavailable(DomainError):
+    """A dependency (database, broker) is down; the client may retry later (503)."""

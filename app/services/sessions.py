@@ -22,7 +22,7 @@ class TokenPair:
     access_token: str
     refresh_token: str
     expires_in: int
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 (the scheme name, not a secret)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,9 @@ def _issue_pair(user: User, family_id: str, now: datetime) -> TokenPair:
             expires_at=now + timedelta(seconds=s.refresh_token_ttl_seconds),
         )
     )
-    return TokenPair(access_token=access, refresh_token=refresh, expires_in=s.access_token_ttl_seconds)
+    return TokenPair(
+        access_token=access, refresh_token=refresh, expires_in=s.access_token_ttl_seconds
+    )
 
 
 def login(username: str, password: str) -> TokenPair:

@@ -89,7 +89,9 @@ def create_task(actor: User, new: NewTask) -> Task:
             updated_at=now,
         )
     )
-    changes = {name: {"old": None, "new": _json_value(getattr(task, name))} for name in EDITABLE_FIELDS}
+    changes = {
+        name: {"old": None, "new": _json_value(getattr(task, name))} for name in EDITABLE_FIELDS
+    }
     _audit(task, actor, AuditAction.CREATED, changes)
     db.session.commit()
     return task
@@ -107,9 +109,11 @@ def update_task(actor: User, task_id: int, changes: dict[str, Any]) -> Task:
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidInput("unknown fields", errors={name: ["cannot be set"] for name in unknown})
-    task = task_repo.get_visible_task(task_id, scope_for(actor), for_update=True)
+    task = task_repo.get_visible_task(task_id, scope_for(actor, with_deleted=True), for_update=True)
     if task is None:
         raise NotFound(TASK_NOT_FOUND)
+    if task.deleted_at is not None:  # only admins get here: they see deleted tasks
+        raise Conflict("task is deleted; restore it before changing it")
     if "assigned_user_id" in changes and changes["assigned_user_id"] != task.assigned_user_id:
         _check_assignee(actor, changes["assigned_user_id"])
     diff: dict[str, Any] = {}

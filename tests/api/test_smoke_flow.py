@@ -13,7 +13,8 @@ def test_register_login_task_lifecycle_and_dashboard(
     client: FlaskClient, admin: Account, login: Callable[[Account], dict[str, str]]
 ) -> None:
     registered = client.post(
-        "/register", json={"username": "newbie", "email": "newbie@example.com", "password": "s3cret-pass"}
+        "/register",
+        json={"username": "newbie", "email": "newbie@example.com", "password": "s3cret-pass"},
     )
     assert registered.status_code == 201
     assert registered.json["role"] == "user"
@@ -22,7 +23,9 @@ def test_register_login_task_lifecycle_and_dashboard(
     assert tokens.status_code == 200
     headers = {"Authorization": f"Bearer {tokens.json['access_token']}"}
 
-    created = client.post("/task", json={"task_name": "Data Backup", "priority": "HIGH"}, headers=headers)
+    created = client.post(
+        "/task", json={"task_name": "Data Backup", "priority": "HIGH"}, headers=headers
+    )
     assert created.status_code == 201
     task_id = created.json["id"]
     assert created.headers["Location"].endswith(f"/task/{task_id}")

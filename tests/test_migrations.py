@@ -1,0 +1,175 @@
+"""The Alembic migrations build the whole schema from nothing, tear it down again, and match the
+models exactly (autogenerate would find nothing to do)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from apiflask import APIFlask
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import Inspector, inspect
+
+from app import MIGRATIONS_DIR, create_app
+from app.extensions import db
+from tests.conftest import ThrowawayPostgresDatabase, require_postgres
+from tests.conftest import test_settings as settings_for
+
+APP_TABLES = {"users", "task_manager", "task_audit", "token_families", "refresh_tokens"}
+# Every column the task list filters or sorts on must lead an index.
+TASK_FILTER_COLUMNS = (
+    "status",
+    "priority",
+    "assigned_user_id",
+    "created_by_id",
+    "created_at",
+    "deleted_at",
+    "due_date",
+)
+# Foreign keys and other lookup columns that need an index of their own.
+OTHER_INDEXED_COLUMNS = {
+    "users": ("role",),
+    "task_audit": ("task_id", "actor_id", "created_at"),
+    "token_families": ("user_id",),
+    "refresh_tokens": ("family_id", "user_id"),
+}
+# (table, columns) -> (referred table, ON DELETE)
+EXPECTED_FOREIGN_KEYS = {
+    ("task_manager", ("assigned_user_id",)): ("users", "SET NULL"),
+    ("task_manager", ("created_by_id",)): ("users", "RESTRICT"),
+    ("task_audit", ("task_id",)): ("task_manager", "CASCADE"),
+    ("task_audit", ("actor_id",)): ("users", "SET NULL"),
+    ("token_families", ("user_id",)): ("users", "CASCADE"),
+    ("refresh_tokens", ("family_id",)): ("token_families", "CASCADE"),
+    ("refresh_tokens", ("user_id",)): ("users", "CASCADE"),
+}
+UNIQUE_COLUMNS: dict[str, tuple[set[str | None], ...]] = {
+    "users": ({"username"}, {"email"}),
+    "refresh_tokens": ({"token_hash"},),
+}
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def fresh_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[APIFlask]:
+    """An app bound to an empty database of its own: no tables at all."""
+    throwaway: ThrowawayPostgresDatabase | None = None
+    if request.param == "postgresql":
+        require_postgres()
+        throwaway = ThrowawayPostgresDatabase(prefix="mediaamp_migrations")
+        url = throwaway.create()
+    else:
+        url = f"sqlite:///{tmp_path / 'migrations.db'}"
+    application = create_app(settings_for(url))
+    try:
+        yield application
+    finally:
+        with application.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        if throwaway is not None:
+            throwaway.drop()
+
+
+def _inspector() -> Inspector:
+    return inspect(db.engine)
+
+
+def _current_revision() -> str | None:
+    with db.engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def _leading_index_columns(inspector: Inspector, table: str) -> set[str]:
+    return {str(ix["column_names"][0]) for ix in inspector.get_indexes(table) if ix["column_names"]}
+
+
+def _assert_full_schema(inspector: Inspector) -> None:
+    # At least these (later migrations may add more tables).
+    assert set(inspector.get_table_names()) >= APP_TABLES | {"alembic_version"}
+
+    task_indexed = _leading_index_columns(inspector, "task_manager")
+    missing = [c for c in TASK_FILTER_COLUMNS if c not in task_indexed]
+    assert not missing, f"task_manager columns without an index: {missing}"
+    composite = {tuple(ix["column_names"]) for ix in inspector.get_indexes("task_manager")}
+    assert ("deleted_at", "created_at") in composite
+
+    for table, columns in OTHER_INDEXED_COLUMNS.items():
+        indexed = _leading_index_columns(inspector, table)
+        assert set(columns) <= indexed, (table, set(columns) - indexed)
+
+    for table, unique_sets in UNIQUE_COLUMNS.items():
+        found: list[set[str | None]] = [
+            set(uq["column_names"]) for uq in inspector.get_unique_constraints(table)
+        ]
+        found += [set(ix["column_names"]) for ix in inspector.get_indexes(table) if ix["unique"]]
+        for unique_columns in unique_sets:
+            assert unique_columns in found, (table, unique_columns)
+
+    foreign_keys = {
+        (table, tuple(fk["constrained_columns"])): (
+            fk["referred_table"],
+            (fk.get("options") or {}).get("ondelete", "").upper(),
+        )
+        for table in APP_TABLES
+        for fk in inspector.get_foreign_keys(table)
+    }
+    missing_fks = EXPECTED_FOREIGN_KEYS.items() - foreign_keys.items()
+    assert not missing_fks, missing_fks
+
+
+def test_migration_history_has_a_single_head() -> None:
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+
+    heads = script.get_heads()
+    assert len(heads) == 1
+    assert [rev.revision for rev in script.walk_revisions()][-1] == "0001"
+
+
+def test_upgrade_from_empty_builds_the_schema_and_downgrade_removes_it(fresh_app: APIFlask) -> None:
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    with fresh_app.app_context():
+        assert _inspector().get_table_names() == []
+
+        upgrade()
+        _assert_full_schema(_inspector())
+        assert _current_revision() == head
+
+        downgrade(revision="base")
+        assert _inspector().get_table_names() == ["alembic_version"]
+        assert _current_revision() is None
+
+        upgrade()  # and back up again, from the torn-down state
+        _assert_full_schema(_inspector())
+        assert _current_revision() == head
+
+
+def test_upgraded_schema_enforces_enum_check_constraints(fresh_app: APIFlask) -> None:
+    with fresh_app.app_context():
+        upgrade()
+        checks = {
+            table: {ck["name"] for ck in _inspector().get_check_constraints(table)}
+            for table in ("users", "task_manager", "task_audit")
+        }
+
+    assert "ck_users_user_role" in checks["users"]
+    assert {"ck_task_manager_task_status", "ck_task_manager_task_priority"} <= (
+        checks["task_manager"]
+    )
+    assert "ck_task_audit_audit_action" in checks["task_audit"]
+
+
+def test_models_and_migrations_agree(fresh_app: APIFlask) -> None:
+    """What `flask db migrate` would generate after the migrations ran: nothing."""
+    with fresh_app.app_context():
+        upgrade()
+        with db.engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "compare_server_default": True}
+            )
+            differences = compare_metadata(context, db.metadata)
+
+    assert differences == []
