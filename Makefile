@@ -3,6 +3,7 @@
 #   make test   lint, type-check and run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
+LINT_DIRS := $(wildcard app tests bench)
 BIN    := $(VENV)/bin
 export FLASK_APP := app
 # Processes started by honcho (gunicorn, later celery) come from the venv.
@@ -35,8 +36,8 @@ run: $(VENV)/.runtime
 	$(BIN)/honcho start -f Procfile
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy app

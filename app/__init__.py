@@ -11,10 +11,21 @@ from app import (
     database,
     models,  # noqa: F401  (registers every table on the metadata)
 )
-from app.api import admin, auth, current_user, docs, health, http, tasks  # noqa: F401
+from app.api import (  # noqa: F401  (current_user registers the token callbacks)
+    admin,
+    admin_jobs,
+    auth,
+    current_user,
+    docs,
+    health,
+    http,
+    logs,
+    tasks,
+)
 from app.api.errors import register_error_handlers
 from app.config import Settings, load_settings
 from app.extensions import db, migrate
+from app.jobs.celery_app import init_celery
 
 __version__ = "0.1.0"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -41,10 +52,11 @@ def create_app(settings: Settings | None = None) -> APIFlask:
 
     http.install(app)
     register_error_handlers(app)
-    for blueprint in (auth.bp, tasks.bp, admin.bp, health.bp):
+    for blueprint in (auth.bp, tasks.bp, logs.bp, admin.bp, admin_jobs.bp, health.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(docs.bp)
 
+    init_celery(app, settings)
     from app.cli import register_commands
 
     register_commands(app)

@@ -1,8 +1,10 @@
-"""flask commands: create-admin (more arrive with the loader and the CSV import)."""
+"""flask commands: create-admin, load-daily."""
 
 from __future__ import annotations
 
 import os
+from datetime import datetime
+from typing import Any
 
 import click
 from flask import Flask
@@ -10,9 +12,10 @@ from flask.cli import with_appcontext
 from pydantic import TypeAdapter, ValidationError
 
 from app.models import Role
+from app.models.types import utcnow
 from app.repositories import users as user_repo
 from app.schemas.users import Email, NewPassword, Username
-from app.services import accounts
+from app.services import accounts, loader
 from app.services.errors import Conflict
 
 
@@ -60,5 +63,37 @@ def create_admin_command(username: str, email: str, password_env: str, if_missin
     click.echo(f"created admin {user.username!r} (id {user.id}, role {Role.ADMIN.value})")
 
 
+@click.command("load-daily")
+@click.option(
+    "--date",
+    "log_date",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Day to log (YYYY-MM-DD). Default: today (UTC) plus any missed days.",
+)
+@with_appcontext
+def load_daily_command(log_date: datetime | None) -> None:
+    """Snapshot every active task into the daily log, in this process (no broker needed).
+    Idempotent: a day already logged gains nothing twice."""
+    days = loader.dates_to_log(utcnow().date(), log_date.date() if log_date else None)
+    if not days:
+        click.echo("nothing to do: today is already logged")
+        return
+    for day in days:
+        with click.progressbar(length=1, label=f"logging {day}", show_pos=True) as bar:
+
+            def progress(p: loader.ChunkProgress, bar: Any = bar) -> None:
+                bar.length = max(p.chunks_total, 1)
+                bar.update(1)
+
+            run = loader.run_inline(day, "cli", progress)
+        click.echo(
+            f"{day}: run {run.id} {run.state.value}: {run.rows_logged} logged, "
+            f"{run.rows_skipped} already logged, {run.rows_eligible} active tasks, "
+            f"{run.chunks_total} chunks"
+        )
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(create_admin_command)
+    app.cli.add_command(load_daily_command)

@@ -31,7 +31,17 @@ from app.services.context import passwords
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 TEST_PASSWORD = "correct horse battery"
-TABLES_CHILD_FIRST = ("refresh_tokens", "token_families", "task_audit", "task_manager", "users")
+TABLES_CHILD_FIRST = (
+    "loader_chunks",
+    "loader_runs",
+    "jobs",
+    "task_logger",
+    "refresh_tokens",
+    "token_families",
+    "task_audit",
+    "task_manager",
+    "users",
+)
 
 
 def test_settings(database_url: str, **overrides: object) -> Settings:
@@ -45,6 +55,8 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         "argon2_memory_cost_kib": 1024,
         "argon2_parallelism": 1,
         "db_startup_retries": 0,
+        # API tests run queued jobs in-process; tests/jobs/ run real workers and brokers.
+        "celery_always_eager": True,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from app.schemas.tasks import (
     TaskPage,
     TaskUpdateIn,
 )
+from app.services import task_logs as log_service
 from app.services import tasks as task_service
 
 bp = APIBlueprint("tasks", __name__, tag="Tasks")
@@ -41,7 +42,10 @@ VISIBILITY = (
 @bp.output(TaskPage, headers=LINK_HEADER)
 @bp.doc(
     summary="List tasks",
-    description=VISIBILITY + " Soft-deleted tasks are excluded.",
+    description=VISIBILITY
+    + " Soft-deleted tasks are excluded. With `date=YYYY-MM-DD`, lists the tasks the daily loader"
+    " logged on that day instead, each with its snapshot in `log`; `status`, `priority` and"
+    " `assigned_user` then filter on the snapshot.",
     responses=[401, 403, 422],
 )
 def list_tasks(query: TaskListQuery) -> Any:
@@ -58,9 +62,14 @@ def list_tasks(query: TaskListQuery) -> Any:
         due_to=query.due_to,
         sort=query.sort_terms(),
     )
-    page = task_service.list_tasks(
-        current_user(), filters, query.deleted, query.page, query.per_page
-    )
+    if query.date is not None:
+        page = log_service.log_view(
+            current_user(), query.date, filters, query.deleted, query.page, query.per_page
+        )
+    else:
+        page = task_service.list_tasks(
+            current_user(), filters, query.deleted, query.page, query.per_page
+        )
     return paginated(page)
 
 

@@ -1,16 +1,24 @@
 """SQLAlchemy models; importing this package registers every table on the metadata."""
 
-from app.models.enums import AuditAction, Role, TaskPriority, TaskStatus
+from app.models.enums import AuditAction, JobState, LoaderRunState, Role, TaskPriority, TaskStatus
+from app.models.job import Job
 from app.models.task import Task, TaskAuditEntry
+from app.models.task_log import LoaderChunk, LoaderRun, TaskLogEntry
 from app.models.token import RefreshToken, TokenFamily
 from app.models.user import User
 
 __all__ = [
     "AuditAction",
+    "Job",
+    "JobState",
+    "LoaderChunk",
+    "LoaderRun",
+    "LoaderRunState",
     "RefreshToken",
     "Role",
     "Task",
     "TaskAuditEntry",
+    "TaskLogEntry",
     "TaskPriority",
     "TaskStatus",
     "TokenFamily",

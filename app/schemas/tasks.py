@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
+from datetime import date as date_type  # a field named `date` shadows the type
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
@@ -78,8 +79,25 @@ class TaskOut(Output):
     due_date: date | None
 
 
+class LogSnapshot(Output):
+    """A task as the daily loader saw it on `log_date`."""
+
+    log_id: int
+    log_date: date
+    status: TaskStatus
+    priority: TaskPriority
+    assigned_user_id: int | None
+    logged_at: datetime
+
+
+class TaskListItem(TaskOut):
+    """A task in a list. With `?date=`, `log` holds that day's snapshot; otherwise it is null."""
+
+    log: LogSnapshot | None = None
+
+
 class TaskPage(PageMeta):
-    items: list[TaskOut]
+    items: list[TaskListItem]
 
 
 SORT_FIELD_LIST = ", ".join(sorted(SORTABLE_COLUMNS))
@@ -95,10 +113,15 @@ class TaskListQuery(PageQuery):
     q: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
         default=None, description="Case-insensitive search in name and description"
     )
-    created_from: date | None = Field(default=None, description="Created on or after (UTC day)")
-    created_to: date | None = Field(default=None, description="Created on or before (UTC day)")
-    due_from: date | None = None
-    due_to: date | None = None
+    created_from: date_type | None = Field(
+        default=None, description="Created on or after (UTC day)"
+    )
+    created_to: date_type | None = Field(default=None, description="Created on or before (UTC day)")
+    date: date_type | None = Field(
+        default=None, description="Show the daily task log of this day (YYYY-MM-DD) instead"
+    )
+    due_from: date_type | None = None
+    due_to: date_type | None = None
     sort: Annotated[str, Field(max_length=200)] = Field(
         default="-created_at",
         description=f"Comma-separated fields, `-` for descending. Fields: {SORT_FIELD_LIST}",

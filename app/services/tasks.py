@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import Enum, StrEnum
 from typing import Any
@@ -169,14 +169,22 @@ def purge_task(actor: User, task_id: int) -> None:
     db.session.commit()
 
 
-def list_tasks(
-    actor: User, filters: TaskFilters, deleted: DeletedFilter, page: int, per_page: int
-) -> Pagination:
+def list_scope(
+    actor: User, filters: TaskFilters, deleted: DeletedFilter
+) -> tuple[TaskScope, TaskFilters]:
+    """Scope and filters of a list (tasks or a day's log): only admins may ask for deleted ones."""
     if deleted != DeletedFilter.EXCLUDE and actor.role != Role.ADMIN:
         raise PermissionDenied("only admins can list deleted tasks")
     scope = scope_for(actor, with_deleted=deleted != DeletedFilter.EXCLUDE)
     if deleted == DeletedFilter.ONLY:
-        filters = TaskFilters(**{**filters.__dict__, "deleted_only": True})
+        filters = replace(filters, deleted_only=True)
+    return scope, filters
+
+
+def list_tasks(
+    actor: User, filters: TaskFilters, deleted: DeletedFilter, page: int, per_page: int
+) -> Pagination:
+    scope, filters = list_scope(actor, filters, deleted)
     return task_repo.page_tasks(scope, filters, page, per_page)
 
 

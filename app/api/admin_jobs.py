@@ -1,0 +1,46 @@
+"""Admin jobs: start the daily log on demand and follow any background job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import APIBlueprint
+from flask import url_for
+
+from app.api.current_user import current_user
+from app.extensions import token_auth
+from app.models import Role
+from app.schemas.task_logs import DailyLogJobIn, JobAccepted, JobOut
+from app.services import jobs as job_service
+
+bp = APIBlueprint("admin_jobs", __name__, tag="Admin", url_prefix="/admin/jobs")
+ADMIN_ONLY = [Role.ADMIN.value]
+LOCATION_HEADER: Any = {"Location": {"description": "The job's status URL"}}
+
+
+@bp.post("/daily-log")
+@bp.auth_required(token_auth, roles=ADMIN_ONLY)
+@bp.input(DailyLogJobIn, arg_name="body")
+@bp.output(JobAccepted, status_code=202, headers=LOCATION_HEADER)
+@bp.doc(
+    summary="Run the daily task log now",
+    description="Queues the loader for `date` (or today plus missed days). Idempotent: a day "
+    "already logged logs nothing twice.",
+    responses=[401, 403, 422, 503],
+)
+def start_daily_log(body: DailyLogJobIn) -> Any:
+    job = job_service.start_daily_log_job(body.date, current_user())
+    location = url_for("admin_jobs.get_job", job_id=job.id)
+    return (
+        {"job_id": job.id, "state": job.state, "status_url": location},
+        202,
+        {"Location": location},
+    )
+
+
+@bp.get("/<job_id>")
+@bp.auth_required(token_auth, roles=ADMIN_ONLY)
+@bp.output(JobOut)
+@bp.doc(summary="A background job's state, progress and result", responses=[401, 403, 404])
+def get_job(job_id: str) -> Any:
+    return job_service.job_status(job_id)

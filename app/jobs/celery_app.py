@@ -1,0 +1,71 @@
+"""The Celery app, built from the Flask app so worker, beat and web share one configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+from celery.schedules import crontab
+from celery.signals import worker_process_init
+from flask import Flask
+
+from app.config import Settings
+from app.extensions import db
+
+DAILY_LOG_JOB = "app.jobs.daily_log.log_pending_days"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    hour, minute = (int(part) for part in settings.daily_log_time_utc.split(":"))
+    return {
+        "broker_url": settings.celery_broker,
+        "broker_connection_retry_on_startup": True,
+        "timezone": "UTC",
+        "enable_utc": True,
+        # Job state lives in our own tables (jobs, loader_runs): no result backend needed.
+        "task_ignore_result": True,
+        # A job is acknowledged only when done, and redelivered if its worker dies mid-way;
+        # every job is idempotent, so running one twice is harmless.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_always_eager": settings.celery_always_eager,
+        "task_eager_propagates": True,
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "beat_schedule": {
+            "daily-task-log": {
+                "task": DAILY_LOG_JOB,
+                "schedule": crontab(hour=hour, minute=minute),
+                "kwargs": {"trigger": "beat"},
+            },
+            # Cheap when nothing is due (one query): catches up soon after beat or the worker
+            # was down across the daily slot, without waiting for the next day.
+            "daily-task-log-catch-up": {
+                "task": DAILY_LOG_JOB,
+                "schedule": crontab(minute=f"*/{settings.loader_catchup_check_minutes}"),
+                "kwargs": {"trigger": "catch-up"},
+            },
+        },
+    }
+
+
+def init_celery(app: Flask, settings: Settings) -> Celery:
+    """Celery app whose every job runs inside a Flask app context."""
+
+    class FlaskTask(Task):  # type: ignore[misc]
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery(app.import_name, task_cls=FlaskTask)
+    celery.config_from_object(celery_config(settings))
+    celery.set_default()
+    app.extensions["celery"] = celery
+
+    @worker_process_init.connect(weak=False)
+    def _reset_pool_after_fork(**_: Any) -> None:
+        # Connections inherited from the parent process must not be shared with it.
+        with app.app_context():
+            db.engine.dispose(close=False)
+
+    return celery

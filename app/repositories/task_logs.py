@@ -1,0 +1,261 @@
+"""Queries on the daily task log and the loader's bookkeeping (runs and chunks)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, datetime
+
+from flask_sqlalchemy.pagination import Pagination
+from sqlalchemy import ColumnElement, Date, func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import contains_eager
+
+from app.extensions import db
+from app.models import Task, TaskStatus
+from app.models.enums import LoaderRunState
+from app.models.task_log import LoaderChunk, LoaderRun, TaskLogEntry
+from app.models.types import UTCDateTime
+from app.repositories.tasks import TaskFilters, TaskScope, filtered, ordered, scoped
+
+# --- the set-based load ---------------------------------------------------------------------
+
+
+def _active_tasks() -> list[ColumnElement[bool]]:
+    return [Task.status == TaskStatus.ACTIVE, Task.deleted_at.is_(None)]
+
+
+def active_task_id_bounds() -> tuple[int | None, int | None, int]:
+    """Smallest and largest id among active tasks, and how many there are."""
+    row = db.session.execute(
+        select(func.min(Task.id), func.max(Task.id), func.count()).where(*_active_tasks())
+    ).one()
+    return row[0], row[1], row[2]
+
+
+def _dialect_insert() -> postgresql.Insert | sqlite.Insert:
+    if db.engine.dialect.name == "postgresql":
+        return postgresql.insert(TaskLogEntry)
+    return sqlite.insert(TaskLogEntry)
+
+
+def log_active_tasks_in_range(log_date: date, first_id: int, last_id: int, now: datetime) -> int:
+    """INSERT ... SELECT the active tasks with ids in [first_id, last_id] for `log_date`, skipping
+    pairs already logged (ON CONFLICT DO NOTHING). One statement; returns rows inserted.
+
+    Rows are selected in id order so that two overlapping loads take row locks in the same
+    order and cannot deadlock each other."""
+    source = (
+        select(
+            Task.id,
+            literal(log_date, Date),
+            Task.status,
+            Task.priority,
+            Task.assigned_user_id,
+            literal(now, UTCDateTime),
+        )
+        .where(Task.id >= first_id, Task.id <= last_id, *_active_tasks())
+        .order_by(Task.id)
+    )
+    stmt = (
+        _dialect_insert()
+        .from_select(
+            ["task_id", "log_date", "status", "priority", "assigned_user_id", "created_at"], source
+        )
+        .on_conflict_do_nothing(index_elements=["task_id", "log_date"])
+    )
+    result = db.session.execute(stmt)
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- runs and chunks ------------------------------------------------------------------------
+
+
+def add_run(run: LoaderRun, chunks: list[LoaderChunk]) -> LoaderRun:
+    db.session.add(run)
+    db.session.flush()
+    for chunk in chunks:
+        chunk.run_id = run.id
+    db.session.add_all(chunks)
+    return run
+
+
+def get_run(run_id: int) -> LoaderRun | None:
+    return db.session.get(LoaderRun, run_id)
+
+
+def runs_for_job(job_id: str) -> list[LoaderRun]:
+    return list(
+        db.session.scalars(
+            select(LoaderRun).where(LoaderRun.job_id == job_id).order_by(LoaderRun.id)
+        )
+    )
+
+
+def pending_chunk_numbers(run_id: int) -> list[int]:
+    return list(
+        db.session.scalars(
+            select(LoaderChunk.chunk_no)
+            .where(LoaderChunk.run_id == run_id, LoaderChunk.done_at.is_(None))
+            .order_by(LoaderChunk.chunk_no)
+        )
+    )
+
+
+def claim_chunk(run_id: int, chunk_no: int, now: datetime) -> LoaderChunk | None:
+    """Mark a chunk done inside the current transaction, atomically: None when it was done
+    already (or is being done by a transaction that commits first)."""
+    result = db.session.execute(
+        update(LoaderChunk)
+        .where(
+            LoaderChunk.run_id == run_id,
+            LoaderChunk.chunk_no == chunk_no,
+            LoaderChunk.done_at.is_(None),
+        )
+        .values(done_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return db.session.scalar(
+        select(LoaderChunk).where(LoaderChunk.run_id == run_id, LoaderChunk.chunk_no == chunk_no)
+    )
+
+
+def record_chunk_rows(run_id: int, chunk_no: int, rows: int) -> None:
+    db.session.execute(
+        update(LoaderChunk)
+        .where(LoaderChunk.run_id == run_id, LoaderChunk.chunk_no == chunk_no)
+        .values(rows_logged=rows)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.execute(
+        update(LoaderRun)
+        .where(LoaderRun.id == run_id)
+        .values(chunks_done=LoaderRun.chunks_done + 1, rows_logged=LoaderRun.rows_logged + rows)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def finish_run_if_complete(run_id: int, now: datetime) -> bool:
+    """Mark the run succeeded once every chunk is done; True for the one caller that did it."""
+    result = db.session.execute(
+        update(LoaderRun)
+        .where(
+            LoaderRun.id == run_id,
+            LoaderRun.state == LoaderRunState.RUNNING,
+            LoaderRun.chunks_done >= LoaderRun.chunks_total,
+        )
+        .values(
+            state=LoaderRunState.SUCCEEDED,
+            finished_at=now,
+            rows_skipped=func.max(LoaderRun.rows_eligible - LoaderRun.rows_logged, 0)
+            if db.engine.dialect.name == "sqlite"
+            else func.greatest(LoaderRun.rows_eligible - LoaderRun.rows_logged, 0),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def fail_run(run_id: int, error: str, now: datetime) -> None:
+    db.session.execute(
+        update(LoaderRun)
+        .where(LoaderRun.id == run_id, LoaderRun.state == LoaderRunState.RUNNING)
+        .values(state=LoaderRunState.FAILED, error=error[:2000], finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def supersede_older_runs(run: LoaderRun, now: datetime) -> None:
+    """Earlier runs of the same day that never finished (their process died) are closed."""
+    db.session.execute(
+        update(LoaderRun)
+        .where(
+            LoaderRun.log_date == run.log_date,
+            LoaderRun.id < run.id,
+            LoaderRun.state == LoaderRunState.RUNNING,
+        )
+        .values(state=LoaderRunState.FAILED, error=f"superseded by run {run.id}", finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def last_succeeded_log_date() -> date | None:
+    return db.session.scalar(
+        select(func.max(LoaderRun.log_date)).where(LoaderRun.state == LoaderRunState.SUCCEEDED)
+    )
+
+
+def succeeded_dates_between(first: date, last: date) -> set[date]:
+    return set(
+        db.session.scalars(
+            select(LoaderRun.log_date).where(
+                LoaderRun.state == LoaderRunState.SUCCEEDED,
+                LoaderRun.log_date >= first,
+                LoaderRun.log_date <= last,
+            )
+        )
+    )
+
+
+def recent_runs(limit: int) -> list[LoaderRun]:
+    return list(db.session.scalars(select(LoaderRun).order_by(LoaderRun.id.desc()).limit(limit)))
+
+
+def rows_logged_per_day(since: date) -> dict[date, int]:
+    """Rows the loader logged per log date, from its run records (no scan of the big table)."""
+    rows = db.session.execute(
+        select(LoaderRun.log_date, func.sum(LoaderRun.rows_logged))
+        .where(LoaderRun.log_date >= since)
+        .group_by(LoaderRun.log_date)
+    ).all()
+    return {row[0]: int(row[1] or 0) for row in rows}
+
+
+# --- reading the log ------------------------------------------------------------------------
+
+
+def page_log_for_date(
+    log_date: date, scope: TaskScope, filters: TaskFilters, page: int, per_page: int
+) -> Pagination:
+    """(TaskLogEntry, Task) rows logged on `log_date`, scoped and filtered like the task list.
+    status, priority and assignee filters apply to the snapshot of that day."""
+    snapshot_filters = replace(
+        filters, status=None, priority=None, assigned_user_id=None, unassigned=False
+    )
+    stmt = (
+        select(TaskLogEntry)
+        .join(TaskLogEntry.task)
+        .options(contains_eager(TaskLogEntry.task))  # one query: the task rides along
+        .where(TaskLogEntry.log_date == log_date)
+    )
+    if filters.status is not None:
+        stmt = stmt.where(TaskLogEntry.status == filters.status)
+    if filters.priority is not None:
+        stmt = stmt.where(TaskLogEntry.priority == filters.priority)
+    if filters.unassigned:
+        stmt = stmt.where(TaskLogEntry.assigned_user_id.is_(None))
+    elif filters.assigned_user_id is not None:
+        stmt = stmt.where(TaskLogEntry.assigned_user_id == filters.assigned_user_id)
+    stmt = ordered(filtered(scoped(stmt, scope), snapshot_filters), filters.sort)
+    return db.paginate(stmt, page=page, per_page=per_page, error_out=False, count=True)
+
+
+def get_log_entry(log_id: int, scope: TaskScope) -> TaskLogEntry | None:
+    stmt = (
+        select(TaskLogEntry)
+        .join(TaskLogEntry.task)
+        .options(contains_eager(TaskLogEntry.task))
+        .where(TaskLogEntry.id == log_id)
+    )
+    entry: TaskLogEntry | None = db.session.scalar(scoped(stmt, scope))
+    return entry
+
+
+def page_task_log(task_id: int, page: int, per_page: int) -> Pagination:
+    stmt = (
+        select(TaskLogEntry)
+        .where(TaskLogEntry.task_id == task_id)
+        .order_by(TaskLogEntry.log_date.desc(), TaskLogEntry.id.desc())
+    )
+    return db.paginate(stmt, page=page, per_page=per_page, error_out=False)

@@ -1,0 +1,122 @@
+"""Background jobs started through the API: their record, state and progress."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+from app.extensions import db
+from app.models import User
+from app.models.enums import JobState, LoaderRunState
+from app.models.job import Job
+from app.models.types import utcnow
+from app.repositories import jobs as job_repo
+from app.repositories import task_logs as log_repo
+from app.services.errors import NotFound, ServiceUnavailable
+
+DAILY_LOG = "daily_log"
+
+
+def create_job(kind: str, params: dict[str, Any], created_by: User | None) -> Job:
+    job = Job(
+        id=str(uuid.uuid4()),
+        kind=kind,
+        params=params,
+        state=JobState.QUEUED,
+        created_by_id=created_by.id if created_by else None,
+        created_at=utcnow(),
+    )
+    job_repo.add_job(job)
+    db.session.commit()
+    return job
+
+
+def mark_started(job_id: str, result: dict[str, Any] | None = None) -> None:
+    job = job_repo.get_job(job_id)
+    if job is None:
+        return
+    job.state = JobState.RUNNING
+    job.started_at = job.started_at or utcnow()
+    if result is not None:
+        job.result = {**(job.result or {}), **result}
+    db.session.commit()
+
+
+def mark_succeeded(job_id: str, result: dict[str, Any]) -> None:
+    job = job_repo.get_job(job_id)
+    if job is None:
+        return
+    now = utcnow()
+    job.state = JobState.SUCCEEDED
+    job.started_at = job.started_at or now
+    job.finished_at = now
+    job.result = {**(job.result or {}), **result}
+    db.session.commit()
+
+
+def mark_failed(job_id: str, error: str) -> None:
+    job = job_repo.get_job(job_id)
+    if job is None:
+        return
+    job.state = JobState.FAILED
+    job.error = error[:2000]
+    job.finished_at = utcnow()
+    db.session.commit()
+
+
+def job_status(job_id: str) -> dict[str, Any]:
+    """A job's state and progress. A daily-log job's state follows its loader runs."""
+    job = job_repo.get_job(job_id)
+    if job is None:
+        raise NotFound("job not found")
+    status: dict[str, Any] = {
+        "job_id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "params": job.params,
+        "progress": {"done": job.progress_done, "total": job.progress_total},
+        "result": job.result,
+        "error": job.error,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "runs": [],
+    }
+    if job.kind == DAILY_LOG:
+        runs = log_repo.runs_for_job(job.id)
+        status["runs"] = runs
+        if runs and job.state != JobState.FAILED:
+            states = {run.state for run in runs}
+            if LoaderRunState.FAILED in states:
+                status["state"] = JobState.FAILED
+            elif states == {LoaderRunState.SUCCEEDED}:
+                status["state"] = JobState.SUCCEEDED
+                status["finished_at"] = max(r.finished_at for r in runs if r.finished_at)
+            else:
+                status["state"] = JobState.RUNNING
+            status["progress"] = {
+                "done": sum(r.chunks_done for r in runs),
+                "total": sum(r.chunks_total for r in runs),
+            }
+            status["result"] = {
+                **(job.result or {}),
+                "rows_logged": sum(r.rows_logged for r in runs),
+                "rows_skipped": sum(r.rows_skipped for r in runs),
+            }
+    return status
+
+
+def start_daily_log_job(log_date: date | None, requested_by: User) -> Job:
+    """Record a daily-log job and queue it. A broker that cannot be reached fails the job and
+    answers 503 rather than leaving a job that will never run."""
+    from app.jobs.daily_log import log_day  # the job module imports this one
+
+    day = log_date.isoformat() if log_date else None
+    job = create_job(DAILY_LOG, {"date": day}, requested_by)
+    try:
+        log_day.apply_async(args=[day, "api", job.id])
+    except Exception as exc:  # kombu raises several types for an unreachable broker
+        mark_failed(job.id, f"could not queue the job: {exc}")
+        raise ServiceUnavailable("the job queue is unavailable; try again later") from exc
+    return job

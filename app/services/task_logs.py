@@ -1,0 +1,51 @@
+"""Reading the daily task log, scoped by role exactly like tasks."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from flask_sqlalchemy.pagination import Pagination
+
+from app.models import User
+from app.models.task_log import TaskLogEntry
+from app.repositories import task_logs as log_repo
+from app.repositories.tasks import TaskFilters
+from app.services.errors import NotFound
+from app.services.tasks import DeletedFilter, get_task, list_scope, scope_for
+
+
+def logged_task(entry: TaskLogEntry) -> dict[str, Any]:
+    """The task's fields plus its snapshot of that day: the item shape of the date view."""
+    task = entry.task
+    return {
+        **{column.key: getattr(task, column.key) for column in task.__table__.columns},
+        "log": entry,
+    }
+
+
+def log_view(
+    actor: User,
+    log_date: date,
+    filters: TaskFilters,
+    deleted: DeletedFilter,
+    page: int,
+    per_page: int,
+) -> Pagination:
+    """The tasks logged on `log_date` (same scoping, filters and pagination as the task list)."""
+    scope, filters = list_scope(actor, filters, deleted)
+    pagination = log_repo.page_log_for_date(log_date, scope, filters, page, per_page)
+    pagination.items = [logged_task(entry) for entry in pagination.items]
+    return pagination
+
+
+def get_log_entry(actor: User, log_id: int) -> dict[str, Any]:
+    entry = log_repo.get_log_entry(log_id, scope_for(actor, with_deleted=True))
+    if entry is None:
+        raise NotFound("log entry not found")
+    return logged_task(entry)
+
+
+def task_log(actor: User, task_id: int, page: int, per_page: int) -> Pagination:
+    get_task(actor, task_id)  # 404 for tasks the caller cannot see
+    return log_repo.page_task_log(task_id, page, per_page)
