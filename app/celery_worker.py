@@ -10,6 +10,3 @@ from app import create_app
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
-
-# Register the job modules with the worker.
-from app.jobs import daily_log  # noqa: E402, F401

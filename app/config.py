@@ -67,12 +67,16 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     celery_broker_url: str | None = None
     celery_always_eager: bool = False
+    # Redis only: a job taken by a worker that died before acking it is redelivered after this.
+    celery_visibility_timeout_seconds: int = Field(default=3600, gt=0)
 
     # The daily task loader.
     daily_log_time_utc: str = Field(default="00:05", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     loader_chunk_size: int = Field(default=50_000, gt=0)
     loader_max_catchup_days: int = Field(default=7, ge=1, le=366)
     loader_catchup_check_minutes: int = Field(default=15, ge=1, le=59)
+    # A running run with no chunk done for this long is resumed by the next scheduled check.
+    loader_stall_minutes: int = Field(default=10, ge=1)
 
     admin_username: str | None = None
     admin_email: str | None = None

@@ -17,7 +17,12 @@ from app.services import accounts
 from app.services import dashboard as dashboard_service
 from app.services import tasks as task_service
 
-bp = APIBlueprint("admin", __name__, tag="Admin", url_prefix="/admin")
+bp = APIBlueprint(
+    "admin",
+    __name__,
+    tag={"name": "Admin", "description": "Admin-only operations"},
+    url_prefix="/admin",
+)
 ADMIN_ONLY = [Role.ADMIN.value]
 
 

@@ -13,7 +13,12 @@ from app.models import Role
 from app.schemas.task_logs import DailyLogJobIn, JobAccepted, JobOut
 from app.services import jobs as job_service
 
-bp = APIBlueprint("admin_jobs", __name__, tag="Admin", url_prefix="/admin/jobs")
+bp = APIBlueprint(
+    "admin_jobs",
+    __name__,
+    tag={"name": "Jobs", "description": "Background jobs (admin only)"},
+    url_prefix="/admin/jobs",
+)
 ADMIN_ONLY = [Role.ADMIN.value]
 LOCATION_HEADER: Any = {"Location": {"description": "The job's status URL"}}
 

@@ -11,7 +11,7 @@ from app.extensions import token_auth
 from app.schemas.users import LoginIn, MeUpdateIn, RefreshIn, RegisterIn, TokenPairOut, UserOut
 from app.services import accounts, sessions
 
-bp = APIBlueprint("auth", __name__, tag="Auth")
+bp = APIBlueprint("auth", __name__, tag={"name": "Auth", "description": "Accounts and sessions"})
 
 
 @bp.post("/register")

@@ -53,10 +53,4 @@ def docs_config() -> dict[str, Any]:
                 "`{code, message, description, errors?}`."
             )
         },
-        "TAGS": [
-            {"name": "Auth", "description": "Accounts and sessions"},
-            {"name": "Tasks", "description": "Tasks, their history and the list"},
-            {"name": "Admin", "description": "Admin-only operations"},
-            {"name": "Health", "description": "Probes"},
-        ],
     }

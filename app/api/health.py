@@ -8,7 +8,7 @@ from apiflask import APIBlueprint
 
 from app.repositories.health import database_is_reachable
 
-bp = APIBlueprint("health", __name__, tag="Health")
+bp = APIBlueprint("health", __name__, tag={"name": "Health", "description": "Probes"})
 
 
 @bp.get("/health")

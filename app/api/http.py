@@ -13,9 +13,13 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class ApiRequest(Request):
-    """Turns undecodable and absurdly nested JSON into a 400 instead of a 500."""
+    """Turns undecodable and absurdly nested JSON into a 400 instead of a 500. A request with no
+    body and no JSON content type has no JSON (so a body whose fields are all optional may be
+    left out); an empty body declared as JSON is malformed JSON."""
 
     def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        if not self.is_json and not self.get_data(cache=True):
+            return None
         try:
             return super().get_json(force=force, silent=silent, cache=cache)
         except RecursionError as exc:
@@ -31,7 +35,11 @@ def require_json_content_type() -> None:
         return
     view = current_app.view_functions.get(request.endpoint)
     spec = getattr(view, "_spec", {})
-    if "body" in spec and spec.get("content_type") == "application/json" and not request.is_json:
+    has_body = bool(request.content_length) or "chunked" in request.headers.get(
+        "Transfer-Encoding", ""
+    )
+    expects_json = "body" in spec and spec.get("content_type") == "application/json"
+    if expects_json and has_body and not request.is_json:
         raise UnsupportedMediaType("Send the body as application/json.")
 
 

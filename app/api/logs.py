@@ -14,7 +14,11 @@ from app.schemas.task_logs import LogSnapshotPage
 from app.schemas.tasks import TaskListItem
 from app.services import task_logs as log_service
 
-bp = APIBlueprint("logs", __name__, tag="Daily log")
+bp = APIBlueprint(
+    "logs",
+    __name__,
+    tag={"name": "Daily log", "description": "Daily snapshots of the active tasks"},
+)
 
 
 @bp.get("/logs/<int:log_id>")

@@ -24,7 +24,9 @@ from app.schemas.tasks import (
 from app.services import task_logs as log_service
 from app.services import tasks as task_service
 
-bp = APIBlueprint("tasks", __name__, tag="Tasks")
+bp = APIBlueprint(
+    "tasks", __name__, tag={"name": "Tasks", "description": "Tasks, their history and the list"}
+)
 
 # Response-header docs as OpenAPI header objects (APIFlask's annotation expects schema fields).
 LINK_HEADER: Any = {"Link": {"description": "RFC 8288 first/prev/next/last links"}}

@@ -13,6 +13,24 @@ from app.config import Settings
 from app.extensions import db
 
 DAILY_LOG_JOB = "app.jobs.daily_log.log_pending_days"
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "sentinel://")
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """Redis only: the SQLAlchemy (embedded) transport passes every transport option on to
+    `create_engine()`, which refuses keywords it does not know."""
+    if not settings.celery_broker.startswith(REDIS_SCHEMES):
+        return {}
+    timeout = settings.celery_visibility_timeout_seconds
+    return {
+        # A job taken by a worker that died before acking it goes back to its queue once it has
+        # been unacked this long (a live worker's slow job is redelivered too: keep it long).
+        "visibility_timeout": timeout,
+        # How often workers look for such jobs: about every 100 s for the default hour (kombu's
+        # own default), more often for a short timeout, so that it is actually honoured.
+        "unacked_restore_interval": min(100, max(1, timeout // 10)),
+        "unacked_restore_throttle": 1,
+    }
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -31,7 +49,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_always_eager": settings.celery_always_eager,
         "task_eager_propagates": True,
-        "broker_transport_options": {"visibility_timeout": 3600},
+        "broker_transport_options": broker_transport_options(settings),
         "beat_schedule": {
             "daily-task-log": {
                 "task": DAILY_LOG_JOB,
@@ -59,6 +77,9 @@ def init_celery(app: Flask, settings: Settings) -> Celery:
 
     celery = Celery(app.import_name, task_cls=FlaskTask)
     celery.config_from_object(celery_config(settings))
+    # Register the job modules' shared tasks (worker and web process alike).
+    from app.jobs import daily_log  # noqa: F401
+
     celery.set_default()
     app.extensions["celery"] = celery
 

@@ -7,27 +7,62 @@ from datetime import date
 
 from celery import group, shared_task
 
+from app.models.enums import LoaderRunState
+from app.models.task_log import LoaderRun
 from app.models.types import utcnow
+from app.repositories import task_logs as log_repo
 from app.services import jobs as job_service
 from app.services import loader
 
 log = logging.getLogger(__name__)
 
 
-def _dispatch_day(log_date: date, trigger: str, job_id: str | None) -> int:
-    run = loader.start_run(log_date, trigger, job_id)
+def _run_of_job(job_id: str, log_date: date) -> LoaderRun | None:
+    """The run this job already started for the day, unless it failed. A job is redelivered when
+    its worker died before acking it (acks_late), possibly half-way through queueing the chunks:
+    the run it started is then completed, instead of a second run of the day superseding it (and
+    the job reading as failed although its day gets logged)."""
+    for run in log_repo.runs_for_job(job_id):
+        if run.log_date == log_date and run.state != LoaderRunState.FAILED:
+            return run
+    return None
+
+
+def _queue_pending_chunks(run: LoaderRun) -> None:
     pending = loader.pending_chunks(run.id)
     if pending:
         # The distributed part: each chunk is a job of its own, on whichever worker takes it.
         group(log_chunk.s(run.id, n) for n in pending).apply_async()
+
+
+def _dispatch_day(log_date: date, trigger: str, job_id: str | None) -> int:
+    run = _run_of_job(job_id, log_date) if job_id else None
+    if run is None:
+        run = loader.start_run(log_date, trigger, job_id)
+    else:
+        log.info("job %s: resuming loader run %s for %s", job_id, run.id, log_date)
+    _queue_pending_chunks(run)
     return run.id
 
 
 @shared_task(name="app.jobs.daily_log.log_pending_days")
 def log_pending_days(trigger: str = "beat") -> list[int]:
-    """Scheduled entry point: today plus any missed days (bounded)."""
-    days = loader.dates_to_log(utcnow().date())
-    return [_dispatch_day(d, trigger, None) for d in days]
+    """Scheduled entry point: today plus any missed days (bounded). A day whose run is still
+    making progress is left to it; a run that stalled gets its pending chunks queued again."""
+    run_ids = []
+    for day in loader.dates_to_log(utcnow().date()):
+        running = loader.running_run(day)
+        if running is None:
+            run_ids.append(_dispatch_day(day, trigger, None))
+        elif loader.is_stalled(running):
+            log.warning(
+                "loader run %s for %s stalled; queueing its pending chunks", running.id, day
+            )
+            _queue_pending_chunks(running)
+            run_ids.append(running.id)
+        else:
+            log.info("loader run %s for %s is in progress; leaving it", running.id, day)
+    return run_ids
 
 
 @shared_task(name="app.jobs.daily_log.log_day")

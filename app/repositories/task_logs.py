@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import date, datetime
 
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import ColumnElement, Date, func, literal, select, update
+from sqlalchemy import ColumnElement, Date, and_, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import contains_eager
 
@@ -62,12 +62,53 @@ def log_active_tasks_in_range(log_date: date, first_id: int, last_id: int, now: 
             ["task_id", "log_date", "status", "priority", "assigned_user_id", "created_at"], source
         )
         .on_conflict_do_nothing(index_elements=["task_id", "log_date"])
+        # SQLAlchemy keeps cursor.rowcount only for UPDATE and DELETE unless asked: without this
+        # an INSERT ... SELECT reads -1 on psycopg (the cursor is closed by then).
+        .execution_options(preserve_rowcount=True)
     )
     result = db.session.execute(stmt)
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 # --- runs and chunks ------------------------------------------------------------------------
+
+# The error of a run closed by a later run of its day; such a run may still be alive (a slow
+# worker, a concurrent run): its chunks keep running and it can still finish (succeed).
+SUPERSEDED_BY = "superseded by run "
+
+
+def _open_run() -> ColumnElement[bool]:
+    """Running, or presumed dead by a later run of its day (superseded)."""
+    return or_(
+        LoaderRun.state == LoaderRunState.RUNNING,
+        and_(
+            LoaderRun.state == LoaderRunState.FAILED,
+            LoaderRun.error.startswith(SUPERSEDED_BY, autoescape=True),
+        ),
+    )
+
+
+def is_open(run: LoaderRun) -> bool:
+    return run.state == LoaderRunState.RUNNING or (
+        run.state == LoaderRunState.FAILED and (run.error or "").startswith(SUPERSEDED_BY)
+    )
+
+
+def latest_running_run(log_date: date) -> LoaderRun | None:
+    return db.session.scalar(
+        select(LoaderRun)
+        .where(LoaderRun.log_date == log_date, LoaderRun.state == LoaderRunState.RUNNING)
+        .order_by(LoaderRun.id.desc())
+        .limit(1)
+    )
+
+
+def last_progress_at(run: LoaderRun) -> datetime:
+    """When the run last finished a chunk (or started)."""
+    last_chunk = db.session.scalar(
+        select(func.max(LoaderChunk.done_at)).where(LoaderChunk.run_id == run.id)
+    )
+    return max(run.started_at, last_chunk) if last_chunk else run.started_at
 
 
 def add_run(run: LoaderRun, chunks: list[LoaderChunk]) -> LoaderRun:
@@ -142,11 +183,12 @@ def finish_run_if_complete(run_id: int, now: datetime) -> bool:
         update(LoaderRun)
         .where(
             LoaderRun.id == run_id,
-            LoaderRun.state == LoaderRunState.RUNNING,
+            _open_run(),
             LoaderRun.chunks_done >= LoaderRun.chunks_total,
         )
         .values(
             state=LoaderRunState.SUCCEEDED,
+            error=None,
             finished_at=now,
             rows_skipped=func.max(LoaderRun.rows_eligible - LoaderRun.rows_logged, 0)
             if db.engine.dialect.name == "sqlite"
@@ -160,14 +202,15 @@ def finish_run_if_complete(run_id: int, now: datetime) -> bool:
 def fail_run(run_id: int, error: str, now: datetime) -> None:
     db.session.execute(
         update(LoaderRun)
-        .where(LoaderRun.id == run_id, LoaderRun.state == LoaderRunState.RUNNING)
+        .where(LoaderRun.id == run_id, _open_run())
         .values(state=LoaderRunState.FAILED, error=error[:2000], finished_at=now)
         .execution_options(synchronize_session=False)
     )
 
 
 def supersede_older_runs(run: LoaderRun, now: datetime) -> None:
-    """Earlier runs of the same day that never finished (their process died) are closed."""
+    """Earlier runs of the same day that have not finished are closed: presumably their process
+    died. One that was only slow (or concurrent) goes on and still succeeds (see `_open_run`)."""
     db.session.execute(
         update(LoaderRun)
         .where(
@@ -175,14 +218,15 @@ def supersede_older_runs(run: LoaderRun, now: datetime) -> None:
             LoaderRun.id < run.id,
             LoaderRun.state == LoaderRunState.RUNNING,
         )
-        .values(state=LoaderRunState.FAILED, error=f"superseded by run {run.id}", finished_at=now)
+        .values(state=LoaderRunState.FAILED, error=f"{SUPERSEDED_BY}{run.id}", finished_at=now)
         .execution_options(synchronize_session=False)
     )
 
 
-def last_succeeded_log_date() -> date | None:
+def first_succeeded_log_date() -> date | None:
+    """The earliest day ever logged successfully."""
     return db.session.scalar(
-        select(func.max(LoaderRun.log_date)).where(LoaderRun.state == LoaderRunState.SUCCEEDED)
+        select(func.min(LoaderRun.log_date)).where(LoaderRun.state == LoaderRunState.SUCCEEDED)
     )
 
 

@@ -13,9 +13,11 @@ from app.models.job import Job
 from app.models.types import utcnow
 from app.repositories import jobs as job_repo
 from app.repositories import task_logs as log_repo
+from app.services.context import celery
 from app.services.errors import NotFound, ServiceUnavailable
 
 DAILY_LOG = "daily_log"
+LOG_DAY_JOB = "app.jobs.daily_log.log_day"
 
 
 def create_job(kind: str, params: dict[str, Any], created_by: User | None) -> Job:
@@ -110,12 +112,12 @@ def job_status(job_id: str) -> dict[str, Any]:
 def start_daily_log_job(log_date: date | None, requested_by: User) -> Job:
     """Record a daily-log job and queue it. A broker that cannot be reached fails the job and
     answers 503 rather than leaving a job that will never run."""
-    from app.jobs.daily_log import log_day  # the job module imports this one
-
     day = log_date.isoformat() if log_date else None
     job = create_job(DAILY_LOG, {"date": day}, requested_by)
     try:
-        log_day.apply_async(args=[day, "api", job.id])
+        # Through this app's own Celery app: its broker and eager setting, whichever app was
+        # created last in the process.
+        celery().tasks[LOG_DAY_JOB].apply_async(args=[day, "api", job.id])
     except Exception as exc:  # kombu raises several types for an unreachable broker
         mark_failed(job.id, f"could not queue the job: {exc}")
         raise ServiceUnavailable("the job queue is unavailable; try again later") from exc

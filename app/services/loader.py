@@ -106,7 +106,7 @@ def run_chunk(run_id: int, chunk_no: int) -> int | None:
 
 def _run_chunk_once(run_id: int, chunk_no: int) -> int | None:
     run = log_repo.get_run(run_id)
-    if run is None or run.state == LoaderRunState.FAILED:
+    if run is None or not log_repo.is_open(run):  # finished, or failed for real
         db.session.rollback()
         return None
     log_date = run.log_date
@@ -153,6 +153,18 @@ class ChunkProgress:
     rows_logged: int
 
 
+def running_run(log_date: date) -> LoaderRun | None:
+    """The latest run of the day that is still running, if any."""
+    return log_repo.latest_running_run(log_date)
+
+
+def is_stalled(run: LoaderRun) -> bool:
+    """No chunk finished for `loader_stall_minutes`: its workers died and its chunk jobs were
+    lost (a broker can drop a message taken by a worker killed at the wrong moment)."""
+    quiet_for = utcnow() - log_repo.last_progress_at(run)
+    return quiet_for > timedelta(minutes=settings().loader_stall_minutes)
+
+
 def pending_chunks(run_id: int) -> list[int]:
     return log_repo.pending_chunk_numbers(run_id)
 
@@ -185,15 +197,17 @@ def run_inline(
 
 
 def dates_to_log(today: date, requested: date | None = None) -> list[date]:
-    """The requested day; or, for the scheduled run, today plus every day missed since the last
-    successful run (at most `loader_max_catchup_days` days back, today included)."""
+    """The requested day; or, for the scheduled run, today plus every missed day: each day of the
+    last `loader_max_catchup_days` (today included) with no successful run, from the day after
+    the first day ever logged (a new install starts with today, not with a week of back-fill).
+    A gap before a later success (e.g. a day logged by hand) is filled too."""
     if requested is not None:
         return [requested]
-    last = log_repo.last_succeeded_log_date()
-    if last is None:
+    first_logged = log_repo.first_succeeded_log_date()
+    if first_logged is None or first_logged > today:
         return [today]
     max_days = settings().loader_max_catchup_days
-    first = max(last + timedelta(days=1), today - timedelta(days=max_days - 1))
+    first = max(first_logged + timedelta(days=1), today - timedelta(days=max_days - 1))
     if first > today:
         return []
     done = log_repo.succeeded_dates_between(first, today)
