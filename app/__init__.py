@@ -23,6 +23,8 @@ from app.api import (  # noqa: F401  (current_user registers the token callbacks
     tasks,
 )
 from app.api.errors import register_error_handlers
+from app.api.rate_limits import init_rate_limits
+from app.cache.setup import init_cache
 from app.config import Settings, load_settings
 from app.extensions import db, migrate
 from app.jobs.celery_app import init_celery
@@ -56,6 +58,8 @@ def create_app(settings: Settings | None = None) -> APIFlask:
         app.register_blueprint(blueprint)
     app.register_blueprint(docs.bp)
 
+    init_cache(app, settings)
+    init_rate_limits(app, settings)
     init_celery(app, settings)
     from app.cli import register_commands
 

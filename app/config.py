@@ -70,6 +70,21 @@ class Settings(BaseSettings):
     # Redis only: a job taken by a worker that died before acking it is redelivered after this.
     celery_visibility_timeout_seconds: int = Field(default=3600, gt=0)
 
+    # Response cache (Redis at REDIS_URL; in-process without it).
+    cache_enabled: bool = True
+    cache_ttl_seconds: int = Field(default=300, gt=0)
+    cache_timeout_ms: int = Field(default=50, gt=0)
+    cache_retry_after_seconds: float = Field(default=5.0, ge=0)
+    cache_max_entries: int = Field(default=10_000, gt=0)
+
+    # Rate limits (Flask-Limiter; Redis at REDIS_URL so gunicorn workers share the counts).
+    ratelimit_enabled: bool = True
+    ratelimit_auth: str = "10/minute"
+    ratelimit_default: str | None = None
+    ratelimit_storage_url: str | None = None
+    # Redis down: fail open (serve, counting per process) rather than refuse every request.
+    ratelimit_fail_open: bool = True
+
     # The daily task loader.
     daily_log_time_utc: str = Field(default="00:05", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     loader_chunk_size: int = Field(default=50_000, gt=0)
@@ -90,6 +105,10 @@ class Settings(BaseSettings):
             or self.redis_url
             or f"sqla+sqlite:///{INSTANCE_DIR / 'celery-broker.sqlite'}"
         )
+
+    @property
+    def ratelimit_storage(self) -> str:
+        return self.ratelimit_storage_url or self.redis_url or "memory://"
 
     @property
     def is_production_like(self) -> bool:

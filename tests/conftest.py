@@ -57,6 +57,8 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         "db_startup_retries": 0,
         # API tests run queued jobs in-process; tests/jobs/ run real workers and brokers.
         "celery_always_eager": True,
+        # Limits are off unless a test turns them on.
+        "ratelimit_enabled": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

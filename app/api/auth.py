@@ -7,6 +7,7 @@ from typing import Any
 from apiflask import APIBlueprint
 
 from app.api.current_user import current_principal, current_user
+from app.api.rate_limits import auth_limit, client_ip, limiter, submitted_username
 from app.extensions import token_auth
 from app.schemas.users import LoginIn, MeUpdateIn, RefreshIn, RegisterIn, TokenPairOut, UserOut
 from app.services import accounts, sessions
@@ -15,6 +16,8 @@ bp = APIBlueprint("auth", __name__, tag={"name": "Auth", "description": "Account
 
 
 @bp.post("/register")
+@limiter.limit(auth_limit, key_func=client_ip)
+@limiter.limit(auth_limit, key_func=submitted_username)
 @bp.input(RegisterIn, arg_name="body")
 @bp.output(UserOut, status_code=201, description="The new account (role `user`)")
 @bp.doc(summary="Create an account", responses=[409, 422])
@@ -23,6 +26,8 @@ def register(body: RegisterIn) -> Any:
 
 
 @bp.post("/login")
+@limiter.limit(auth_limit, key_func=client_ip)
+@limiter.limit(auth_limit, key_func=submitted_username)
 @bp.input(LoginIn, arg_name="body")
 @bp.output(TokenPairOut, description="An access token and a refresh token")
 @bp.doc(summary="Log in", responses=[401, 403, 422])

@@ -20,7 +20,9 @@ DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
     domain.PermissionDenied: 403,
     domain.NotFound: 404,
     domain.Conflict: 409,
+    domain.PreconditionFailed: 412,
     domain.InvalidInput: 422,
+    domain.ServiceUnavailable: 503,
 }
 
 GENERIC_DESCRIPTIONS = {

@@ -6,6 +6,7 @@ from typing import Any
 
 from apiflask import APIBlueprint
 
+from app.api.caching import CACHE_HEADERS, cached, scope_generations
 from app.api.current_user import current_user
 from app.api.pagination import paginated
 from app.extensions import token_auth
@@ -23,11 +24,12 @@ bp = APIBlueprint(
 
 @bp.get("/logs/<int:log_id>")
 @bp.auth_required(token_auth)
-@bp.output(TaskListItem)
+@cached(lambda user, log_id: scope_generations(user))
+@bp.output(TaskListItem, headers=CACHE_HEADERS)
 @bp.doc(
     summary="One daily-log entry with its task",
     description="Visible to whoever may see the task (others answer 404).",
-    responses=[401, 404],
+    responses=[304, 401, 404],
 )
 def get_log(log_id: int) -> Any:
     return log_service.get_log_entry(current_user(), log_id)

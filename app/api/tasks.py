@@ -5,12 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import url_for
+from flask import request, url_for
 
+from app.api.caching import (
+    CACHE_DOC,
+    CACHE_HEADERS,
+    IF_MATCH_DOC,
+    cached,
+    if_match_tags,
+    quote_etag,
+    scope_generations,
+)
 from app.api.current_user import current_user
 from app.api.pagination import paginated
+from app.cache.store import date_generation, task_generation
 from app.extensions import token_auth
-from app.models import Role
+from app.models import Role, User
 from app.repositories.tasks import TaskFilters
 from app.schemas.common import PageQuery
 from app.schemas.tasks import (
@@ -31,6 +41,8 @@ bp = APIBlueprint(
 # Response-header docs as OpenAPI header objects (APIFlask's annotation expects schema fields).
 LINK_HEADER: Any = {"Link": {"description": "RFC 8288 first/prev/next/last links"}}
 LOCATION_HEADER: Any = {"Location": {"description": "The new task's URL"}}
+LIST_HEADERS: Any = {**LINK_HEADER, **CACHE_HEADERS}
+TASK_HEADERS: Any = {"ETag": {"description": "The task's version; send it as If-Match"}}
 
 VISIBILITY = (
     "A `user` sees only tasks assigned to or created by them (others' tasks answer 404); "
@@ -38,17 +50,23 @@ VISIBILITY = (
 )
 
 
+def _list_generations(user: User) -> list[str]:
+    day = request.args.get("date")
+    return scope_generations(user) + ([date_generation(day)] if day else [])
+
+
 @bp.get("/tasks")
 @bp.auth_required(token_auth)
+@cached(_list_generations)
 @bp.input(TaskListQuery, location="query", arg_name="query")
-@bp.output(TaskPage, headers=LINK_HEADER)
+@bp.output(TaskPage, headers=LIST_HEADERS)
 @bp.doc(
     summary="List tasks",
     description=VISIBILITY
     + " Soft-deleted tasks are excluded. With `date=YYYY-MM-DD`, lists the tasks the daily loader"
     " logged on that day instead, each with its snapshot in `log`; `status`, `priority` and"
-    " `assigned_user` then filter on the snapshot.",
-    responses=[401, 403, 422],
+    " `assigned_user` then filter on the snapshot." + CACHE_DOC,
+    responses=[304, 401, 403, 422],
 )
 def list_tasks(query: TaskListQuery) -> Any:
     assigned = query.assigned_user
@@ -91,41 +109,49 @@ def create_task(body: TaskCreateIn) -> Any:
 
 @bp.get("/task/<int:task_id>")
 @bp.auth_required(token_auth)
-@bp.output(TaskOut)
-@bp.doc(summary="Get a task", description=VISIBILITY, responses=[401, 404])
+@cached(lambda _user, task_id: [task_generation(task_id)])
+@bp.output(TaskOut, headers={**TASK_HEADERS, **CACHE_HEADERS})
+@bp.doc(summary="Get a task", description=VISIBILITY + CACHE_DOC, responses=[304, 401, 404])
 def get_task(task_id: int) -> Any:
-    return task_service.get_task(current_user(), task_id)
+    task = task_service.get_task(current_user(), task_id)
+    return task, 200, {"ETag": quote_etag(task_service.version_tag(task))}
 
 
 @bp.put("/task/<int:task_id>")
 @bp.auth_required(token_auth)
 @bp.input(TaskUpdateIn, arg_name="body")
-@bp.output(TaskOut)
+@bp.output(TaskOut, headers=TASK_HEADERS)
 @bp.doc(
     summary="Update a task (partial)",
     description="Only the fields in the body change; each change is recorded in the history. "
-    + VISIBILITY,
-    responses=[401, 403, 404, 409, 422],
+    + VISIBILITY
+    + IF_MATCH_DOC,
+    responses=[401, 403, 404, 409, 412, 422],
 )
 def update_task(task_id: int, body: TaskUpdateIn) -> Any:
-    return task_service.update_task(current_user(), task_id, body.model_dump(exclude_unset=True))
+    task = task_service.update_task(
+        current_user(), task_id, body.model_dump(exclude_unset=True), if_match_tags()
+    )
+    return task, 200, {"ETag": quote_etag(task_service.version_tag(task))}
 
 
 @bp.delete("/task/<int:task_id>")
 @bp.auth_required(token_auth)
 @bp.doc(
     summary="Soft-delete a task",
-    description="Moderators and admins only; a `user` gets 403 on its own task, 404 on others'.",
+    description="Moderators and admins only; a `user` gets 403 on its own task, 404 on others'."
+    + IF_MATCH_DOC,
     responses={
         204: "Deleted",
         401: "Authentication error",
         403: "Forbidden",
         404: "Not found",
         409: "Already deleted",
+        412: "If-Match does not match the task's current ETag",
     },
 )
 def delete_task(task_id: int) -> tuple[str, int]:
-    task_service.soft_delete_task(current_user(), task_id)
+    task_service.soft_delete_task(current_user(), task_id, if_match_tags())
     return "", 204
 
 

@@ -47,6 +47,9 @@ class Task(Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     due_date: Mapped[date | None] = mapped_column(Date, index=True)
+    # Incremented by every UPDATE (optimistic locking): the task's ETag, and a concurrent write
+    # that read an older version fails instead of overwriting (StaleDataError).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     assigned_user: Mapped[User | None] = relationship(
         foreign_keys=[assigned_user_id], lazy="select"
@@ -56,6 +59,8 @@ class Task(Model):
     audit_entries: Mapped[list[TaskAuditEntry]] = relationship(
         back_populates="task", cascade="all, delete-orphan", passive_deletes=True, lazy="select"
     )
+
+    __mapper_args__ = {"version_id_col": version}
 
     __table_args__ = (
         # The default listing: live tasks, newest first.

@@ -30,6 +30,10 @@ class Conflict(DomainError):
     """The request contradicts the current state, e.g. a taken username (409)."""
 
 
+class PreconditionFailed(DomainError):
+    """An `If-Match` precondition does not hold: the object changed since it was read (412)."""
+
+
 class InvalidInput(DomainError):
     """Well-formed input that breaks a business rule, reported per field (422)."""
 

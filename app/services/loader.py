@@ -22,6 +22,8 @@ from datetime import date, timedelta
 
 from sqlalchemy.exc import OperationalError
 
+from app.cache.invalidation import bump as bump_generations
+from app.cache.store import date_generation
 from app.extensions import db
 from app.models.enums import LoaderRunState
 from app.models.task_log import LoaderChunk, LoaderRun
@@ -120,6 +122,8 @@ def _run_chunk_once(run_id: int, chunk_no: int) -> int | None:
     )
     log_repo.record_chunk_rows(run_id, chunk_no, rows)
     db.session.commit()
+    if rows:  # cached answers of that day's log view are stale now
+        bump_generations([date_generation(log_date.isoformat())])
     return rows
 
 

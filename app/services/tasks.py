@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import Enum, StrEnum
 from typing import Any
 
 from flask_sqlalchemy.pagination import Pagination
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.extensions import db
 from app.models import AuditAction, Role, Task, TaskAuditEntry, TaskPriority, TaskStatus, User
@@ -15,7 +17,13 @@ from app.models.types import utcnow
 from app.repositories import tasks as task_repo
 from app.repositories import users as user_repo
 from app.repositories.tasks import TaskFilters, TaskScope
-from app.services.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from app.services.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+)
 
 # Fields a client may set; everything else (id, created_by, timestamps, deleted_at) is the server's.
 EDITABLE_FIELDS = ("task_name", "description", "status", "priority", "assigned_user_id", "due_date")
@@ -104,14 +112,41 @@ def get_task(actor: User, task_id: int) -> Task:
     return task
 
 
-def update_task(actor: User, task_id: int, changes: dict[str, Any]) -> Task:
-    """Apply a partial update: only the given fields change, and only real changes are audited."""
+def version_tag(task: Task) -> str:
+    """The task's entity tag (unquoted): it changes with every write to the task."""
+    return f"task-{task.id}-v{task.version}"
+
+
+def _check_precondition(task: Task, if_match: Collection[str] | None) -> None:
+    """`If-Match`: proceed only if the client's tag is the task's current one (or `*`)."""
+    if if_match is not None and "*" not in if_match and version_tag(task) not in if_match:
+        raise PreconditionFailed("the task has changed since it was read; fetch it again")
+
+
+def _commit_write(if_match: Collection[str] | None) -> None:
+    """Commit; a concurrent write that got in first (the version moved on) becomes a 412 when
+    the client asked for a precondition, else a 409 to retry."""
+    try:
+        db.session.commit()
+    except StaleDataError as exc:
+        db.session.rollback()
+        if if_match is not None:
+            raise PreconditionFailed("the task has changed since it was read") from exc
+        raise Conflict("the task was changed by a concurrent request; retry") from exc
+
+
+def update_task(
+    actor: User, task_id: int, changes: dict[str, Any], if_match: Collection[str] | None = None
+) -> Task:
+    """Apply a partial update: only the given fields change, and only real changes are audited.
+    With `if_match`, only if the task is still at one of those versions."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidInput("unknown fields", errors={name: ["cannot be set"] for name in unknown})
     task = task_repo.get_visible_task(task_id, scope_for(actor, with_deleted=True), for_update=True)
     if task is None:
         raise NotFound(TASK_NOT_FOUND)
+    _check_precondition(task, if_match)
     if task.deleted_at is not None:  # only admins get here: they see deleted tasks
         raise Conflict("task is deleted; restore it before changing it")
     if "assigned_user_id" in changes and changes["assigned_user_id"] != task.assigned_user_id:
@@ -125,11 +160,11 @@ def update_task(actor: User, task_id: int, changes: dict[str, Any]) -> Task:
     if diff:
         task.updated_at = utcnow()
         _audit(task, actor, AuditAction.UPDATED, diff)
-    db.session.commit()
+    _commit_write(if_match)
     return task
 
 
-def soft_delete_task(actor: User, task_id: int) -> None:
+def soft_delete_task(actor: User, task_id: int, if_match: Collection[str] | None = None) -> None:
     """Moderators and admins soft-delete. A `user` gets 403 on a task it can see (no existence
     leak for the others: 404)."""
     task = task_repo.get_visible_task(task_id, scope_for(actor, with_deleted=True), for_update=True)
@@ -137,13 +172,14 @@ def soft_delete_task(actor: User, task_id: int) -> None:
         raise NotFound(TASK_NOT_FOUND)
     if actor.role == Role.USER:
         raise PermissionDenied("only moderators and admins can delete tasks")
+    _check_precondition(task, if_match)
     if task.deleted_at is not None:
         raise Conflict("task is already deleted")
     now = utcnow()
     task.deleted_at = now
     task.updated_at = now
     _audit(task, actor, AuditAction.DELETED, {"deleted_at": {"old": None, "new": now.isoformat()}})
-    db.session.commit()
+    _commit_write(if_match)
 
 
 def restore_task(actor: User, task_id: int) -> Task:

@@ -213,18 +213,18 @@ def assert_effect(
     changed = {k for k in old_row if old_row[k] != new_row[k]}
     if verb == "put":
         assert response.json["task_name"] == NEW_NAME
-        assert changed == {"task_name", "updated_at"}
+        assert changed == {"task_name", "updated_at", "version"}
         assert action == "updated"
         assert changes == {"task_name": {"old": TASK_NAME, "new": NEW_NAME}}
     elif verb == "delete":
         assert response.data == b""
-        assert changed == {"deleted_at", "updated_at"}
+        assert changed == {"deleted_at", "updated_at", "version"}
         assert new_row["deleted_at"] is not None
         assert action == "deleted"
         assert changes["deleted_at"]["old"] is None
     elif verb == "restore":
         assert response.json["deleted_at"] is None
-        assert changed == {"deleted_at", "updated_at"}
+        assert changed == {"deleted_at", "updated_at", "version"}
         assert new_row["deleted_at"] is None
         assert action == "restored"
         assert changes["deleted_at"]["new"] is None

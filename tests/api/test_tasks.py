@@ -301,7 +301,7 @@ def test_put_changes_only_the_sent_field_and_audits_it(
 
     after = row(app, task_id)
     assert before is not None and after is not None
-    assert {k for k in before if before[k] != after[k]} == {"description", "updated_at"}
+    assert {k for k in before if before[k] != after[k]} == {"description", "updated_at", "version"}
 
     history = client.get(f"/task/{task_id}/history", headers=admin_headers).json["items"]
     assert [e["action"] for e in history] == ["updated", "created"]

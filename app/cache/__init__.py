@@ -1,0 +1,1 @@
+"""Response cache with versioned keys: Redis when configured, else in-process."""
