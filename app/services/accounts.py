@@ -24,8 +24,8 @@ def _commit_or_conflict() -> None:
         raise Conflict("username or email is already taken") from exc
 
 
-def register_user(username: str, email: str, password: str) -> User:
-    """Create a `user`-role account. Usernames and emails are unique, case-insensitively."""
+def _create_account(username: str, email: str, password: str, role: Role) -> User:
+    """A new active account. Usernames and emails are unique, case-insensitively."""
     taken = user_repo.username_or_email_taken(username, email)
     if taken:
         raise Conflict(
@@ -36,29 +36,22 @@ def register_user(username: str, email: str, password: str) -> User:
         username=username,
         email=email,
         password_hash=passwords().hash(password),
-        role=Role.USER,
+        role=role,
         is_active=True,
     )
     user_repo.add_user(user)
     _commit_or_conflict()
     return user
+
+
+def register_user(username: str, email: str, password: str) -> User:
+    """Self-registration: always the `user` role."""
+    return _create_account(username, email, password, Role.USER)
 
 
 def create_admin(username: str, email: str, password: str) -> User:
     """Bootstrap an admin account (the `flask create-admin` command)."""
-    taken = user_repo.username_or_email_taken(username, email)
-    if taken:
-        raise Conflict(f"{' and '.join(taken)} already taken")
-    user = User(
-        username=username,
-        email=email,
-        password_hash=passwords().hash(password),
-        role=Role.ADMIN,
-        is_active=True,
-    )
-    user_repo.add_user(user)
-    _commit_or_conflict()
-    return user
+    return _create_account(username, email, password, Role.ADMIN)
 
 
 @dataclass(frozen=True)
