@@ -19,6 +19,7 @@ from app.api import (  # noqa: F401  (current_user registers the token callbacks
     docs,
     health,
     http,
+    imports,
     logs,
     tasks,
 )
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
 
     http.install(app)
     register_error_handlers(app)
-    for blueprint in (auth.bp, tasks.bp, logs.bp, admin.bp, admin_jobs.bp, health.bp):
+    for blueprint in (auth.bp, tasks.bp, logs.bp, imports.bp, admin.bp, admin_jobs.bp, health.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(docs.bp)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,8 +17,8 @@ from app.models import Role
 from app.models.types import utcnow
 from app.repositories import users as user_repo
 from app.schemas.users import Email, NewPassword, Username
-from app.services import accounts, loader
-from app.services.errors import Conflict
+from app.services import accounts, csv_import, loader
+from app.services.errors import Conflict, DomainError
 
 
 def _validated(adapter: TypeAdapter[str], value: str, name: str) -> str:
@@ -94,6 +96,48 @@ def load_daily_command(log_date: datetime | None) -> None:
         )
 
 
+@click.command("import-csv")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Validate and count; write nothing.")
+@click.option(
+    "--as",
+    "actor_name",
+    default=None,
+    help="Username the import is attributed to (audit). Default: the first active admin.",
+)
+@with_appcontext
+def import_csv_command(path: Path, dry_run: bool, actor_name: str | None) -> None:
+    """Import tasks from a CSV file (the format of POST /upload-csv), with a progress bar and
+    the same report. Idempotent: rows imported before are skipped."""
+    actor = (
+        user_repo.get_user_by_username(actor_name.lower())
+        if actor_name
+        else user_repo.first_active_admin()
+    )
+    if actor is None:
+        raise click.ClickException(
+            f"no user {actor_name!r}" if actor_name else "no active admin: pass --as USERNAME"
+        )
+    with path.open("rb") as stream:
+        try:
+            total = csv_import.count_rows(stream)
+            with click.progressbar(length=total, label=f"importing {path.name}") as bar:
+                done = 0
+
+                def progress(rows: int) -> None:
+                    nonlocal done
+                    bar.update(rows - done)
+                    done = rows
+
+                report = csv_import.import_tasks(
+                    stream, actor, dry_run=dry_run, on_progress=progress
+                )
+        except DomainError as exc:
+            raise click.ClickException(exc.message) from exc
+    click.echo(json.dumps(report.as_dict(), indent=2))
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(create_admin_command)
     app.cli.add_command(load_daily_command)
+    app.cli.add_command(import_csv_command)

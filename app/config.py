@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     # Redis down: fail open (serve, counting per process) rather than refuse every request.
     ratelimit_fail_open: bool = True
 
+    # CSV import: uploads over the size threshold run as a Celery job. UPLOAD_DIR must be shared
+    # by the API and the workers (a volume in docker-compose.yml).
+    csv_max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    csv_async_threshold_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    csv_batch_rows: int = Field(default=2000, ge=1, le=5000)
+    upload_dir: str = str(INSTANCE_DIR / "uploads")
+
     # The daily task loader.
     daily_log_time_utc: str = Field(default="00:05", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     loader_chunk_size: int = Field(default=50_000, gt=0)

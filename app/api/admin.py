@@ -51,7 +51,7 @@ def list_users(query: UserListQuery) -> Any:
 @bp.input(AdminUserPatchIn, arg_name="body")
 @bp.output(UserOut)
 @bp.doc(
-    summary="Change a user's role, active flag or password",
+    summary="Change a user's email, role, active flag or password",
     description="The last active admin cannot be demoted or deactivated (409).",
     responses=[401, 403, 404, 409, 422],
 )

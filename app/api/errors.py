@@ -16,6 +16,7 @@ from app.services import errors as domain
 log = logging.getLogger(__name__)
 
 DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
+    domain.UnreadableInput: 400,
     domain.AuthenticationFailed: 401,
     domain.PermissionDenied: 403,
     domain.NotFound: 404,
@@ -69,7 +70,7 @@ def _from_werkzeug(exc: HTTPException) -> tuple[dict[str, Any], int, Any]:
 
 def _from_domain(exc: domain.DomainError) -> tuple[dict[str, Any], int, Any]:
     status = DOMAIN_STATUS.get(type(exc), 400)
-    errors = {"json": exc.errors} if exc.errors else None
+    errors = {exc.location: exc.errors} if exc.errors else None
     headers = {"WWW-Authenticate": 'Bearer realm="api"'} if status == 401 else {}
     return error_body(status, exc.message, errors), status, headers
 

@@ -78,7 +78,7 @@ def init_celery(app: Flask, settings: Settings) -> Celery:
     celery = Celery(app.import_name, task_cls=FlaskTask)
     celery.config_from_object(celery_config(settings))
     # Register the job modules' shared tasks (worker and web process alike).
-    from app.jobs import daily_log  # noqa: F401
+    from app.jobs import csv_import, daily_log  # noqa: F401
 
     celery.set_default()
     app.extensions["celery"] = celery

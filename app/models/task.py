@@ -50,6 +50,9 @@ class Task(Model):
     # Incremented by every UPDATE (optimistic locking): the task's ETag, and a concurrent write
     # that read an older version fails instead of overwriting (StaleDataError).
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Set for tasks created by a CSV import: the row's duplicate key (see services/csv_import),
+    # unique so a re-import skips rows already imported (NULLs, i.e. other tasks, never clash).
+    import_key: Mapped[str | None] = mapped_column(String(64), unique=True)
 
     assigned_user: Mapped[User | None] = relationship(
         foreign_keys=[assigned_user_id], lazy="select"

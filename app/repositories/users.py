@@ -13,6 +13,15 @@ def get_user(user_id: int) -> User | None:
     return db.session.get(User, user_id)
 
 
+def first_active_admin() -> User | None:
+    return db.session.scalar(
+        select(User)
+        .where(User.role == Role.ADMIN, User.is_active.is_(True))
+        .order_by(User.id)
+        .limit(1)
+    )
+
+
 def get_user_by_username(username: str) -> User | None:
     return db.session.scalar(select(User).where(User.username == username))
 

@@ -84,6 +84,7 @@ class UserPage(PageMeta):
 
 
 class AdminUserPatchIn(StrictInput):
+    email: Email | None = None
     role: Role | None = None
     is_active: bool | None = None
     password: NewPassword | None = Field(

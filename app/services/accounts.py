@@ -86,6 +86,7 @@ def update_profile(user: User, change: ProfileChange, current_family_id: str) ->
 
 @dataclass(frozen=True)
 class AdminUserChange:
+    email: str | None = None
     role: Role | None = None
     is_active: bool | None = None
     password: str | None = None
@@ -104,6 +105,10 @@ def admin_update_user(user_id: int, change: AdminUserChange) -> User:
     )
     if loses_admin and user_repo.count_active_admins_for_update() <= 1:
         raise Conflict("cannot demote or deactivate the last active admin")
+    if change.email is not None and change.email != user.email:
+        if user_repo.email_taken_by_other(change.email, user.id):
+            raise Conflict("email already taken", errors={"email": ["already taken"]})
+        user.email = change.email
     if change.role is not None:
         user.role = change.role
     if change.is_active is not None:
@@ -113,5 +118,5 @@ def admin_update_user(user_id: int, change: AdminUserChange) -> User:
     if change.password is not None:
         user.password_hash = passwords().hash(change.password)
         token_repo.revoke_user_families(user.id, utcnow(), "password_reset")
-    db.session.commit()
+    _commit_or_conflict()
     return user

@@ -8,10 +8,17 @@ from typing import Any
 class DomainError(Exception):
     """Base class: a message for the client and optional per-field details."""
 
-    def __init__(self, message: str, errors: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, errors: dict[str, Any] | None = None, location: str = "json"
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.errors = errors
+        self.location = location  # where the fields in `errors` are: json, query, file...
+
+
+class UnreadableInput(DomainError):
+    """The input cannot be read at all: not the format it claims, or not decodable (400)."""
 
 
 class AuthenticationFailed(DomainError):

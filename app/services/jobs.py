@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from datetime import date
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from app.extensions import db
 from app.models import User
@@ -13,10 +15,12 @@ from app.models.job import Job
 from app.models.types import utcnow
 from app.repositories import jobs as job_repo
 from app.repositories import task_logs as log_repo
-from app.services.context import celery
+from app.services.context import celery, settings
 from app.services.errors import NotFound, ServiceUnavailable
 
 DAILY_LOG = "daily_log"
+CSV_IMPORT = "csv_import"
+IMPORT_CSV_JOB = "app.jobs.csv_import.import_csv_file"
 LOG_DAY_JOB = "app.jobs.daily_log.log_day"
 
 
@@ -119,6 +123,29 @@ def start_daily_log_job(log_date: date | None, requested_by: User) -> Job:
         # created last in the process.
         celery().tasks[LOG_DAY_JOB].apply_async(args=[day, "api", job.id])
     except Exception as exc:  # kombu raises several types for an unreachable broker
+        mark_failed(job.id, f"could not queue the job: {exc}")
+        raise ServiceUnavailable("the job queue is unavailable; try again later") from exc
+    return job
+
+
+def record_progress(job_id: str, done: int, total: int | None) -> None:
+    job_repo.record_progress(job_id, done, total)
+
+
+def start_csv_import_job(upload: IO[bytes], dry_run: bool, requested_by: User) -> Job:
+    """Store the upload where the workers can read it and queue its import."""
+    job = create_job(CSV_IMPORT, {"dry_run": dry_run}, requested_by)
+    directory = Path(settings().upload_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{job.id}.csv"
+    with path.open("wb") as out:
+        shutil.copyfileobj(upload, out, length=1024 * 1024)
+    try:
+        celery().tasks[IMPORT_CSV_JOB].apply_async(
+            args=[job.id, str(path), requested_by.id, dry_run]
+        )
+    except Exception as exc:  # kombu raises several types for an unreachable broker
+        path.unlink(missing_ok=True)
         mark_failed(job.id, f"could not queue the job: {exc}")
         raise ServiceUnavailable("the job queue is unavailable; try again later") from exc
     return job

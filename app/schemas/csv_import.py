@@ -1,0 +1,108 @@
+"""CSV import models: one row of the file, the upload form and the report."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from apiflask.fields import UploadFile
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from app.models import TaskPriority, TaskStatus
+from app.schemas.common import Output
+
+TRUE_WORDS = frozenset({"true", "1", "yes", "y", "active"})
+FALSE_WORDS = frozenset({"false", "0", "no", "n", "inactive"})
+
+
+def parse_day(value: str) -> date:
+    """`M/D/YYYY` (the brief's format) or ISO 8601 (a date, or a datetime whose day is used)."""
+    value = value.strip()
+    if "/" in value:
+        month, day, year = (int(part) for part in value.split("/"))
+        return date(year, month, day)
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+
+
+class CsvTaskRow(BaseModel):
+    """One data row. Cells arrive as strings; empty optional cells mean "not given"."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    task_name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    description: Annotated[str, Field(max_length=10_000)] | None = None
+    status: TaskStatus
+    priority: TaskPriority
+    created_at: date | None = None
+    assigned_user: (
+        Annotated[
+            str,
+            StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$"),
+        ]
+        | None
+    ) = None
+
+    @field_validator("description", "created_at", "assigned_user", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status_word(cls, value: Any) -> Any:
+        word = str(value).strip().lower()
+        if word in TRUE_WORDS:
+            return TaskStatus.ACTIVE
+        if word in FALSE_WORDS:
+            return TaskStatus.INACTIVE
+        raise ValueError("status must be TRUE/FALSE, 1/0, yes/no or active/inactive")
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority_any_case(cls, value: Any) -> Any:
+        return str(value).strip().upper()
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _day(cls, value: Any) -> Any:
+        if value is None or isinstance(value, date):
+            return value
+        try:
+            return parse_day(str(value))
+        except ValueError as exc:
+            raise ValueError("created_at must be M/D/YYYY or an ISO 8601 date") from exc
+
+    @field_validator("assigned_user", mode="after")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
+
+
+class CsvUploadIn(BaseModel):
+    file: UploadFile = Field(description="The CSV file (UTF-8, header row required)")
+    dry_run: bool = Field(default=False, description="Validate and count, write nothing")
+
+
+class ImportErrorOut(Output):
+    row: int = Field(description="1-based data row (the header is row 0)")
+    column: str
+    message: str
+
+
+class ImportReportOut(Output):
+    rows: int
+    created: int
+    skipped_duplicates: int
+    failed: int
+    users_created: int = Field(description="Inactive accounts made for unknown assignees")
+    dry_run: bool
+    errors: list[ImportErrorOut] = Field(description="The first 100 row errors")
+
+
+class ImportJobAccepted(Output):
+    job_id: str
+    state: str
+    status_url: str
