@@ -1,7 +1,11 @@
 """gunicorn settings, overridable through environment variables."""
 
+import json
 import multiprocessing
 import os
+import time
+
+from gunicorn.glogging import Logger
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '5000')}")
 # Threads serve I/O-bound requests cheaply; workers use the cores. Without Redis (the embedded
@@ -12,7 +16,41 @@ workers = int(os.environ.get("WEB_CONCURRENCY", _default_workers))
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 worker_class = "gthread"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# On SIGTERM, requests in flight get this long to finish before workers are killed.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
-accesslog = "-"
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
 errorlog = "-"
+
+
+class JsonAccessLogger(Logger):
+    """One JSON object per request on the access log (quotes and odd bytes escaped properly)."""
+
+    def access(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
+        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.syslog):
+            return
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "logger": "gunicorn.access",
+            "remote_addr": environ.get("REMOTE_ADDR"),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "query": environ.get("QUERY_STRING") or None,
+            "status": resp.status_code,
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 2),
+            "request_id": dict(resp.headers).get("X-Request-ID"),
+            "user_agent": environ.get("HTTP_USER_AGENT"),
+        }
+        self.access_log.info(json.dumps(line))
+
+
+logger_class = JsonAccessLogger
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    # Prometheus multi-process mode: forget the metrics files of a worker that is gone.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

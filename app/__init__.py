@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from apiflask import APIFlask
@@ -29,6 +28,8 @@ from app.cache.setup import init_cache
 from app.config import Settings, load_settings
 from app.extensions import db, migrate
 from app.jobs.celery_app import init_celery
+from app.observability.logging import configure_logging, install_request_logging
+from app.observability.metrics import install_metrics
 
 __version__ = "0.1.0"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -46,13 +47,15 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     )
     app.config.update(settings.flask_config())
     app.config.update(docs.docs_config())
-    logging.basicConfig(level=logging.INFO)
+    configure_logging(settings.log_format, settings.log_level)
 
     if settings.database_url.startswith("sqlite"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
 
+    install_request_logging(app)  # first: every later hook and handler logs with the request id
+    install_metrics(app, settings)
     http.install(app)
     register_error_handlers(app)
     for blueprint in (auth.bp, tasks.bp, logs.bp, imports.bp, admin.bp, admin_jobs.bp, health.bp):

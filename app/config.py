@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     # A running run with no chunk done for this long is resumed by the next scheduled check.
     loader_stall_minutes: int = Field(default=10, ge=1)
 
+    # Observability.
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    metrics_token: str | None = None
+
     admin_username: str | None = None
     admin_email: str | None = None
     admin_password: str | None = None
@@ -153,9 +158,14 @@ class Settings(BaseSettings):
                     ),
                 },
             )
+        production_like = self.is_production_like
         return {
             "APP_ENV": self.app_env.value,
             "DEBUG": self.app_env == AppEnv.DEVELOPMENT,
+            # No cookie carries auth (bearer tokens do), but any that appears is HTTPS-only.
+            "SESSION_COOKIE_SECURE": production_like,
+            "SESSION_COOKIE_HTTPONLY": True,
+            "PREFERRED_URL_SCHEME": "https" if production_like else "http",
             "TESTING": self.app_env == AppEnv.TESTING,
             "PROPAGATE_EXCEPTIONS": False,
             "SECRET_KEY": self.secret_key,

@@ -54,6 +54,8 @@ def add_security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if current_app.config["PREFERRED_URL_SCHEME"] == "https":  # staging and production
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     return response
 
 

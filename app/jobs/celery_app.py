@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, Task
+from celery._state import get_current_task
 from celery.schedules import crontab
-from celery.signals import worker_process_init
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
 from flask import Flask
 
 from app.config import Settings
 from app.extensions import db
+from app.observability.logging import json_formatter
 
 DAILY_LOG_JOB = "app.jobs.daily_log.log_pending_days"
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "sentinel://")
@@ -67,6 +70,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+class _CeleryTaskFilter(logging.Filter):
+    """Adds the running Celery job's id and name to each log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        task = get_current_task()
+        if task is not None and task.request.id:
+            record.celery_job_id = task.request.id
+            record.celery_job = task.name
+        return True
+
+
 def init_celery(app: Flask, settings: Settings) -> Celery:
     """Celery app whose every job runs inside a Flask app context."""
 
@@ -82,6 +96,15 @@ def init_celery(app: Flask, settings: Settings) -> Celery:
 
     celery.set_default()
     app.extensions["celery"] = celery
+
+    @after_setup_logger.connect(weak=False)
+    @after_setup_task_logger.connect(weak=False)
+    def _json_logs(logger: logging.Logger, **_: Any) -> None:
+        # Worker and beat log in the app's format (JSON by default), job ids included.
+        if settings.log_format == "json":
+            for handler in logger.handlers:
+                handler.setFormatter(json_formatter())
+                handler.addFilter(_CeleryTaskFilter())
 
     @worker_process_init.connect(weak=False)
     def _reset_pool_after_fork(**_: Any) -> None:

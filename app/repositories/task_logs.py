@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import ColumnElement, Date, and_, func, literal, or_, select, update
@@ -244,6 +244,22 @@ def succeeded_dates_between(first: date, last: date) -> set[date]:
 
 def recent_runs(limit: int) -> list[LoaderRun]:
     return list(db.session.scalars(select(LoaderRun).order_by(LoaderRun.id.desc()).limit(limit)))
+
+
+def loader_totals() -> tuple[int, datetime | None]:
+    """All rows the loader has logged, and when its latest successful run finished."""
+    row = db.session.execute(
+        select(
+            func.coalesce(func.sum(LoaderRun.rows_logged), 0),
+            func.max(LoaderRun.finished_at).filter(LoaderRun.state == LoaderRunState.SUCCEEDED),
+        )
+    ).one()
+    last = row[1]
+    if isinstance(last, str):  # SQLite hands back aggregate timestamps as text
+        last = datetime.fromisoformat(last).replace(tzinfo=UTC)
+    elif last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=UTC)
+    return int(row[0]), last
 
 
 def rows_logged_per_day(since: date) -> dict[date, int]:

@@ -21,6 +21,7 @@ UNDOCUMENTED_ENDPOINTS = frozenset(
         "openapi.swagger_ui_oauth_redirect",
         "openapi.redoc",
         "swagger_assets.static",
+        "metrics",  # Prometheus text format, not part of the JSON API
     }
 )
 ERROR_FIELDS = {"code", "message", "description", "errors"}

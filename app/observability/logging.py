@@ -1,0 +1,94 @@
+"""Structured (JSON) logging for the app, gunicorn and Celery, with the request id on each line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+from pythonjsonlogger.json import JsonFormatter
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's id is echoed only if it looks like an id (no log injection through the header).
+_MAX_REQUEST_ID = 128
+_REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+log = logging.getLogger("app.request")
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds the request id (and user id, once known) to every record logged during a request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if has_request_context():
+            record.request_id = g.get("request_id")
+            if getattr(record, "user_id", None) is None:
+                record.user_id = g.get("log_user_id")
+        return True
+
+
+def json_formatter() -> logging.Formatter:
+    return JsonFormatter(
+        "{asctime}{levelname}{name}{message}",
+        style="{",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+    )
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    """Root logging: one handler on stderr, JSON or plain text, request ids attached."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(json_formatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RequestContextFilter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def _incoming_request_id() -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    if 0 < len(given) <= _MAX_REQUEST_ID and set(given) <= _REQUEST_ID_CHARS:
+        return given
+    return uuid.uuid4().hex
+
+
+def install_request_logging(app: Flask) -> None:
+    """Accept or make a request id, echo it, and log one line per request."""
+
+    @app.before_request
+    def _start() -> None:
+        g.request_id = _incoming_request_id()
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        request_id = g.get("request_id")
+        if request_id:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        started = g.get("request_started")
+        latency_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+        fields: dict[str, Any] = {
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "latency_ms": latency_ms,
+            "user_id": _user_id(),
+            "remote_addr": request.remote_addr,
+        }
+        log.info("%s %s %s", request.method, request.path, response.status_code, extra=fields)
+        return response
+
+
+def _user_id() -> int | None:
+    principal = g.get("flask_httpauth_user")
+    user = getattr(principal, "user", None)
+    return getattr(user, "id", None)

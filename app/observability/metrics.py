@@ -1,0 +1,101 @@
+"""Prometheus metrics at `/metrics`: requests and latency per endpoint, cache lookups, and the
+daily loader (read from its run records, so figures are right whichever process ran it).
+
+Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py cleans up
+after dead workers) so every worker's counts are summed. Set METRICS_TOKEN to require
+`Authorization: Bearer <token>`; otherwise bind or firewall the endpoint to the monitoring network.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Iterator
+
+from apiflask import APIFlask
+from flask import Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from werkzeug.exceptions import Unauthorized
+
+from app.config import Settings
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests answered", ["method", "endpoint", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+CACHE_LOOKUPS = Counter("cache_lookups_total", "Response-cache lookups", ["result"])
+
+
+class LoaderCollector(Collector):
+    """Loader figures from `loader_runs` at scrape time."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        from app.repositories.task_logs import loader_totals
+
+        rows_logged, last_success = loader_totals()
+        rows = CounterMetricFamily("loader_rows_logged", "Rows the daily loader has logged")
+        rows.add_metric([], rows_logged)
+        yield rows
+        last = GaugeMetricFamily(
+            "loader_last_success_timestamp_seconds",
+            "When the latest successful loader run finished (Unix time; 0 if never)",
+        )
+        last.add_metric([], last_success.timestamp() if last_success else 0)
+        yield last
+
+
+def _endpoint() -> str:
+    # The route template, not the raw path: ids in paths would explode the label cardinality.
+    return request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+
+
+def install_metrics(app: APIFlask, settings: Settings) -> None:
+    @app.before_request
+    def _start_timer() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        endpoint = _endpoint()
+        HTTP_REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+        started = g.get("metrics_started")
+        if started is not None:
+            HTTP_LATENCY.labels(request.method, endpoint).observe(time.perf_counter() - started)
+        cache_result = response.headers.get("X-Cache")
+        if cache_result:
+            CACHE_LOOKUPS.labels(cache_result.lower()).inc()
+        return response
+
+    @app.get("/metrics")
+    @app.doc(hide=True)
+    def metrics() -> Response:
+        token = settings.metrics_token
+        if token:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                raise Unauthorized("A valid metrics token is required.")
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            process_registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(process_registry)  # type: ignore[no-untyped-call]
+        else:
+            process_registry = REGISTRY
+        loader_registry = CollectorRegistry()
+        loader_registry.register(LoaderCollector())
+        body = generate_latest(process_registry) + generate_latest(loader_registry)
+        return Response(body, mimetype=CONTENT_TYPE_LATEST)
