@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import with_appcontext
 from pydantic import TypeAdapter, ValidationError
 
@@ -130,7 +130,11 @@ def import_csv_command(path: Path, dry_run: bool, actor_name: str | None) -> Non
                     done = rows
 
                 report = csv_import.import_tasks(
-                    stream, actor, dry_run=dry_run, on_progress=progress
+                    stream,
+                    actor,
+                    dry_run=dry_run,
+                    batch_size=current_app.config["SETTINGS"].csv_batch_rows,
+                    on_progress=progress,
                 )
         except DomainError as exc:
             raise click.ClickException(exc.message) from exc

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from app import create_app
+from app.cache.store import GLOBAL_GENERATION
 from app.config import AppEnv, Settings
 from app.extensions import db
 from app.models import Role, User
@@ -155,6 +156,10 @@ def _clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
             else:
                 for table in TABLES_CHILD_FIRST:
                     conn.execute(text(f"DELETE FROM {table}"))
+        # Ids restart, so an answer cached by this test could match the next test's data.
+        cache = application.extensions.get("response_cache")
+        if cache is not None:
+            cache.bump([GLOBAL_GENERATION])
 
 
 @pytest.fixture

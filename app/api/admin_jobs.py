@@ -44,8 +44,12 @@ def start_daily_log(body: DailyLogJobIn) -> Any:
 
 
 @bp.get("/<job_id>")
-@bp.auth_required(token_auth, roles=ADMIN_ONLY)
+@bp.auth_required(token_auth, roles=[Role.ADMIN.value, Role.MODERATOR.value])
 @bp.output(JobOut)
-@bp.doc(summary="A background job's state, progress and result", responses=[401, 403, 404])
+@bp.doc(
+    summary="A background job's state, progress and result",
+    description="Admins see every job; moderators the jobs they started (CSV imports).",
+    responses=[401, 403, 404],
+)
 def get_job(job_id: str) -> Any:
-    return job_service.job_status(job_id)
+    return job_service.job_status(job_id, current_user())

@@ -65,6 +65,8 @@ def _size(stream: Any) -> int:
 def upload_csv(form: CsvUploadIn) -> Any:
     stream = form.file.stream
     if _size(stream) > settings().csv_async_threshold_bytes:
+        # A bad header or a file that is no CSV at all answers 422/400 now, not as a failed job.
+        csv_import.check_header(stream)
         job = job_service.start_csv_import_job(stream, form.dry_run, current_user())
         location = url_for("admin_jobs.get_job", job_id=job.id)
         response: Response = jsonify(
@@ -73,6 +75,10 @@ def upload_csv(form: CsvUploadIn) -> Any:
         response.status_code = 202
         response.headers["Location"] = location
         return response
+    # One reading pass first (the file is under the job threshold): a byte that is not UTF-8
+    # or broken quoting far down answers 400 with nothing imported, not after batches before it
+    # were committed. The job and the CLI make the same pass for their progress total.
+    csv_import.count_rows(stream)
     report = csv_import.import_tasks(
         stream, current_user(), dry_run=form.dry_run, batch_size=settings().csv_batch_rows
     )

@@ -5,6 +5,10 @@ process's memory rather than refusing every request."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
 from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -47,8 +51,69 @@ def caller() -> str:
     return client_ip()
 
 
+View = TypeVar("View", bound=Callable[..., Any])
+LimitValue = str | Callable[[], str]
+KeyFunc = Callable[[], str]
+ENFORCED_VIEWS = "rate_limited_views"
+APP_LIMITER = "rate_limiter"
+_BASE_VIEW = "__rate_limited_view__"
+
+
+class AppRateLimits:
+    """Limits declared on the views once (at import), enforced by a Flask-Limiter instance of
+    each app's own.
+
+    Flask-Limiter keeps its state (enabled, storage, in-memory fallback) on the Limiter object.
+    One module-level Limiter shared by several apps in a process (tests, tools) ran every app
+    with the settings and storage of the app initialised last: an app built with limits off
+    turned them off in the others, and two apps shared counts through that last app's store
+    (even `memory://`) rather than through their own.
+    """
+
+    def __init__(self, key_func: KeyFunc) -> None:
+        self._key_func = key_func
+        self._declared: dict[Callable[..., Any], list[tuple[LimitValue, KeyFunc]]] = {}
+        self._exempt: list[Callable[..., Any]] = []
+
+    def limit(self, limit_value: LimitValue, *, key_func: KeyFunc) -> Callable[[View], View]:
+        def decorate(view: View) -> View:
+            base = getattr(view, _BASE_VIEW, view)
+            self._declared.setdefault(base, []).append((limit_value, key_func))
+            if base is not view:  # stacked limits: `view` already dispatches to the app's limiter
+                return view
+
+            @wraps(base)
+            def dispatch(*args: Any, **kwargs: Any) -> Any:
+                enforced = current_app.extensions.get(ENFORCED_VIEWS, {}).get(base, base)
+                return enforced(*args, **kwargs)
+
+            setattr(dispatch, _BASE_VIEW, base)
+            return cast(View, dispatch)
+
+        return decorate
+
+    def exempt(self, view: View) -> View:
+        self._exempt.append(view)
+        return view
+
+    def init_app(self, app: Flask) -> Limiter:
+        app_limiter = Limiter(key_func=self._key_func)
+        enforced: dict[Callable[..., Any], Callable[..., Any]] = {}
+        for base, limits in self._declared.items():
+            view = base
+            for limit_value, key_func in limits:
+                view = app_limiter.limit(limit_value, key_func=key_func)(view)
+            enforced[base] = view
+        for exempt_view in self._exempt:
+            app_limiter.exempt(exempt_view)
+        app_limiter.init_app(app)
+        app.extensions[ENFORCED_VIEWS] = enforced
+        app.extensions[APP_LIMITER] = app_limiter  # the limits hold it by a weak reference
+        return app_limiter
+
+
 # The default limit (RATELIMIT_DEFAULT) counts per caller; the auth limits name their own keys.
-limiter = Limiter(key_func=caller)
+limiter = AppRateLimits(key_func=caller)
 
 
 def init_rate_limits(app: Flask, settings: Settings) -> None:

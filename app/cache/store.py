@@ -6,18 +6,24 @@ the counters of everything it could change, so every answer that could contain t
 becomes unreachable at once: no sweep over keys, no stale read. Unreachable entries expire by TTL.
 
 When the store fails (down, or slower than its timeout) the cache is bypassed for a short while
-and requests are answered from the database. A bump that could not be made is remembered, and the
-global generation is bumped first thing when the store answers again, so entries written before
-the outage cannot be served after it.
+and requests are answered from the database. A process that saw the store fail bumps the global
+generation first thing when the store answers again, so entries written before the outage cannot
+be served after it: not only the bumps it missed itself, but those another process (worker) may
+have missed during the same outage. A process that noticed no outage learns of another's missed
+bump only when that one replays it (on its next use of the cache).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
+
+from pydantic import TypeAdapter, ValidationError
 
 from app.cache.backends import CacheBackend, CacheUnavailable
 
@@ -34,7 +40,15 @@ def task_generation(task_id: int) -> str:
     return f"gen:task:{task_id}"
 
 
+_DAY = TypeAdapter(date)
+
+
 def date_generation(day: str) -> str:
+    """The counter of one day's log. `day` is read the way the query schema reads `?date=`, so
+    every spelling it accepts (`2024-03-01`, `2024-03-01T00:00:00`, a midnight Unix timestamp)
+    names the counter the loader bumps (`date.isoformat()`)."""
+    with contextlib.suppress(ValidationError):  # not a day: refused (422), nothing cached
+        day = _DAY.validate_python(day).isoformat()
     return f"gen:date:{day}"
 
 
@@ -52,10 +66,21 @@ class ResponseCache:
         self.ttl_seconds = ttl_seconds
         self._retry_after = retry_after_seconds
         self._down_until = 0.0
-        self._missed_bumps = False
+        # Failures seen, and how many of them a global bump made since covers. Counted rather
+        # than flagged, so a replay cannot clear a failure that happened while it ran.
+        self._failures = 0
+        self._failures_replayed = 0
         self._lock = threading.Lock()
 
     # --- health ---------------------------------------------------------------------------
+
+    @property
+    def _missed_bumps(self) -> bool:
+        return self._failures != self._failures_replayed
+
+    def _replayed(self, failures: int) -> None:
+        with self._lock:
+            self._failures_replayed = max(self._failures_replayed, failures)
 
     def _available(self) -> bool:
         if time.monotonic() < self._down_until:
@@ -69,14 +94,18 @@ class ResponseCache:
             if time.monotonic() >= self._down_until:
                 log.warning("cache %s unavailable, bypassing it: %s", self.backend.name, exc)
             self._down_until = time.monotonic() + self._retry_after
+            # Writes (here or in other processes) may have lost their bumps during this outage:
+            # invalidate everything on recovery.
+            self._failures += 1
 
     def _replay_missed_bumps(self) -> bool:
+        failures = self._failures
         try:
             self.backend.incr_many([GLOBAL_GENERATION])
         except CacheUnavailable as exc:
             self._failed(exc)
             return False
-        self._missed_bumps = False
+        self._replayed(failures)
         log.info("cache %s is back; invalidated everything cached before", self.backend.name)
         return True
 
@@ -86,6 +115,8 @@ class ResponseCache:
         except CacheUnavailable as exc:
             self._failed(exc)
             return CacheStatus(self.backend.name, healthy=False)
+        if self._missed_bumps:
+            self._replay_missed_bumps()
         return CacheStatus(self.backend.name, healthy=True)
 
     # --- reads and writes -----------------------------------------------------------------
@@ -118,9 +149,14 @@ class ResponseCache:
             self._failed(exc)
 
     def bump(self, generations: Sequence[str]) -> None:
-        """Make every answer guarded by these counters unreachable."""
+        """Make every answer guarded by these counters unreachable (and replay a missed bump)."""
+        failures = self._failures
+        replay = self._missed_bumps
+        names = [*generations, GLOBAL_GENERATION] if replay else list(generations)
         try:
-            self.backend.incr_many(list(generations))
+            self.backend.incr_many(names)
         except CacheUnavailable as exc:
-            self._missed_bumps = True
             self._failed(exc)
+            return
+        if replay:
+            self._replayed(failures)

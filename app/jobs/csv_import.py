@@ -7,9 +7,11 @@ from pathlib import Path
 
 from celery import shared_task
 
+from app.extensions import db
 from app.repositories import users as user_repo
 from app.services import csv_import
 from app.services import jobs as job_service
+from app.services.context import settings
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,16 @@ def import_csv_file(job_id: str, path: str, actor_id: int, dry_run: bool) -> dic
     it after a crash is safe: rows already imported are skipped as duplicates."""
     upload = Path(path)
     actor = user_repo.get_user(actor_id)
+    total: int | None = None
+    # SQLite has one writer at a time: during a dry run (one transaction holding the write lock
+    # until its rollback) progress, written on a connection of its own, would wait for it and
+    # fail with "database is locked". There the progress is recorded at the end only.
+    quiet = dry_run and db.engine.dialect.name == "sqlite"
+
+    def progress(done: int) -> None:
+        if not quiet:
+            job_service.record_progress(job_id, done, total)
+
     try:
         if actor is None:
             raise RuntimeError(f"user {actor_id} no longer exists")
@@ -31,7 +43,8 @@ def import_csv_file(job_id: str, path: str, actor_id: int, dry_run: bool) -> dic
                 stream,
                 actor,
                 dry_run=dry_run,
-                on_progress=lambda done: job_service.record_progress(job_id, done, total),
+                batch_size=settings().csv_batch_rows,
+                on_progress=progress,
             )
     except Exception as exc:
         log.exception("CSV import job %s failed", job_id)

@@ -6,6 +6,7 @@ import logging
 from datetime import date
 
 from celery import group, shared_task
+from flask import current_app
 
 from app.models.enums import LoaderRunState
 from app.models.task_log import LoaderRun
@@ -32,7 +33,11 @@ def _queue_pending_chunks(run: LoaderRun) -> None:
     pending = loader.pending_chunks(run.id)
     if pending:
         # The distributed part: each chunk is a job of its own, on whichever worker takes it.
-        group(log_chunk.s(run.id, n) for n in pending).apply_async()
+        # Queued through this Flask app's own Celery app (jobs run in its app context), not
+        # whichever Celery app was created last in the process.
+        celery_app = current_app.extensions["celery"]
+        chunk = celery_app.tasks[log_chunk.name]
+        group((chunk.s(run.id, n) for n in pending), app=celery_app).apply_async()
 
 
 def _dispatch_day(log_date: date, trigger: str, job_id: str | None) -> int:

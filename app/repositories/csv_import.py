@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.extensions import db
 from app.models import Role, Task, TaskAuditEntry, User
+from app.models.enums import AuditAction
 from app.models.types import utcnow
 
 
@@ -49,24 +51,122 @@ def create_placeholder_users(names: Collection[str], email_domain: str) -> int:
     return len(db.session.execute(stmt).all())
 
 
-def insert_tasks_skipping_duplicates(
-    rows: list[dict[str, Any]],
-) -> list[tuple[int, dict[str, Any]]]:
-    """One multi-row INSERT; rows whose import_key exists are skipped. Returns (id, row) of the
-    rows inserted."""
+TASK_FIELDS = ("task_name", "description", "status", "priority", "assigned_user_id")
+STAGE_TABLE = "csv_import_stage"
+# The rows of one batch, numbered in file order (the first of duplicates in a batch wins).
+CREATE_STAGE = text(
+    f"""
+    CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE} (
+        n integer NOT NULL, task_name text NOT NULL, description text, status text NOT NULL,
+        priority text NOT NULL, assigned_user_id integer, created_at timestamptz NOT NULL,
+        import_key text NOT NULL
+    ) ON COMMIT DELETE ROWS
+    """
+)
+COPY_STAGE = (
+    f"COPY {STAGE_TABLE} (n, task_name, description, status, priority, assigned_user_id, "
+    "created_at, import_key) FROM STDIN"
+)
+_CHANGE = "json_build_object('old', NULL, 'new', {})"
+# One statement: the tasks not imported before, and a `created` audit entry for each of them
+# with the same `changes` as created_changes() below.
+INSERT_FROM_STAGE = text(
+    f"""
+    WITH inserted AS (
+        INSERT INTO task_manager (task_name, description, status, priority, assigned_user_id,
+                                  created_by_id, created_at, updated_at, import_key, version)
+        SELECT task_name, description, status, priority, assigned_user_id,
+               :actor_id, created_at, :now, import_key, 1
+        FROM {STAGE_TABLE} ORDER BY n
+        ON CONFLICT (import_key) DO NOTHING
+        RETURNING id, {", ".join(TASK_FIELDS)}
+    )
+    INSERT INTO task_audit (task_id, actor_id, action, changes, created_at)
+    SELECT id, :actor_id, :action, json_build_object(
+        {", ".join(f"'{name}', {_CHANGE.format(name)}" for name in TASK_FIELDS)},
+        'due_date', {_CHANGE.format("NULL")},
+        'source', {_CHANGE.format("'csv_import'")}
+    ), :now
+    FROM inserted
+    """
+)
+
+
+def created_changes(row: dict[str, Any]) -> dict[str, Any]:
+    """The `changes` of a task's `created` audit entry."""
+    changes = {
+        name: {"old": None, "new": getattr(row[name], "value", row[name])} for name in TASK_FIELDS
+    }
+    changes["due_date"] = {"old": None, "new": None}
+    changes["source"] = {"old": None, "new": "csv_import"}
+    return changes
+
+
+def insert_tasks_with_audit(rows: list[dict[str, Any]], actor_id: int, now: datetime) -> int:
+    """Insert the tasks (each row: TASK_FIELDS, created_at and import_key) created by `actor_id`
+    at `now`, skipping those whose import_key exists or repeats one earlier in `rows`, each
+    with its `created` audit entry. Returns how many were inserted."""
     if not rows:
-        return []
+        return 0
+    if db.engine.dialect.name == "postgresql":
+        return _insert_postgresql(rows, actor_id, now)
+    return _insert_generic(rows, actor_id, now)
+
+
+def _insert_postgresql(rows: list[dict[str, Any]], actor_id: int, now: datetime) -> int:
+    """COPY the batch into a temporary table, then one INSERT ... SELECT for tasks and audit:
+    no statement with a parameter per value to build, send and parse."""
+    connection = db.session.connection()
+    connection.execute(CREATE_STAGE)
+    connection.execute(text(f"TRUNCATE {STAGE_TABLE}"))  # a dry run does not commit
+    driver = connection.connection.driver_connection  # the session's psycopg connection
+    with driver.cursor() as cursor, cursor.copy(COPY_STAGE) as copy:  # type: ignore[union-attr]
+        for number, row in enumerate(rows):
+            copy.write_row(
+                (
+                    number,
+                    row["task_name"],
+                    row["description"],
+                    row["status"].value,
+                    row["priority"].value,
+                    row["assigned_user_id"],
+                    row["created_at"],
+                    row["import_key"],
+                )
+            )
+    result = connection.execute(
+        INSERT_FROM_STAGE, {"actor_id": actor_id, "now": now, "action": AuditAction.CREATED.value}
+    )
+    return int(result.rowcount)
+
+
+def _insert_generic(rows: list[dict[str, Any]], actor_id: int, now: datetime) -> int:
+    """One Core INSERT ... ON CONFLICT DO NOTHING RETURNING executed with all the rows
+    (SQLAlchemy batches it into multi-row statements), then the audit entries."""
+    table = cast(Table, Task.__table__)
     stmt = (
         _dialect()
-        .insert(Task)
-        .values(rows)
+        .insert(table)
         .on_conflict_do_nothing(index_elements=["import_key"])
-        .returning(Task.id, Task.import_key)
+        .returning(table.c.id, table.c.import_key)
     )
-    by_key = {row["import_key"]: row for row in rows}
-    return [(r.id, by_key[r.import_key]) for r in db.session.execute(stmt)]
-
-
-def insert_audit_entries(entries: list[dict[str, Any]]) -> None:
-    if entries:
-        db.session.execute(insert(TaskAuditEntry), entries)
+    values = [{**row, "created_by_id": actor_id, "updated_at": now, "version": 1} for row in rows]
+    by_key: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        by_key.setdefault(row["import_key"], row)  # the first of duplicates is the one inserted
+    inserted = [(r.id, by_key[r.import_key]) for r in db.session.execute(stmt, values)]
+    if inserted:
+        db.session.execute(
+            insert(cast(Table, TaskAuditEntry.__table__)),
+            [
+                {
+                    "task_id": task_id,
+                    "actor_id": actor_id,
+                    "action": AuditAction.CREATED,
+                    "changes": created_changes(row),
+                    "created_at": now,
+                }
+                for task_id, row in inserted
+            ],
+        )
+    return len(inserted)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from apiflask.fields import UploadFile
@@ -16,7 +16,8 @@ FALSE_WORDS = frozenset({"false", "0", "no", "n", "inactive"})
 
 
 def parse_day(value: str) -> date:
-    """`M/D/YYYY` (the brief's format) or ISO 8601 (a date, or a datetime whose day is used)."""
+    """`M/D/YYYY` (the brief's format) or ISO 8601: a date, or a datetime whose day is used (its
+    UTC day when it has an offset, as tasks are stored at midnight UTC of that day)."""
     value = value.strip()
     if "/" in value:
         month, day, year = (int(part) for part in value.split("/"))
@@ -24,7 +25,8 @@ def parse_day(value: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
 
 
 class CsvTaskRow(BaseModel):
@@ -68,8 +70,12 @@ class CsvTaskRow(BaseModel):
     @field_validator("created_at", mode="before")
     @classmethod
     def _day(cls, value: Any) -> Any:
-        if value is None or isinstance(value, date):
+        # Before-validators run last-defined first: this one sees a blank cell before
+        # _blank_is_none does, and must let it through as "not given" too.
+        if isinstance(value, date):
             return value
+        if value is None or not str(value).strip():
+            return None
         try:
             return parse_day(str(value))
         except ValueError as exc:

@@ -1,9 +1,11 @@
 """CSV import of tasks: streaming parse, per-row validation, batched idempotent inserts.
 
-The file is read row by row (memory stays flat in the file size) and written in batches: one
-multi-row INSERT ... ON CONFLICT (import_key) DO NOTHING RETURNING for the tasks, one INSERT for
-their `created` audit entries, committed together, so each row is either fully imported or not at
-all. A dry run does the same inside one transaction that is rolled back.
+The file is read row by row (memory stays flat in the file size) and written in batches, each
+batch's tasks (INSERT ... ON CONFLICT (import_key) DO NOTHING) and their `created` audit entries
+committed together, so each row is either fully imported or not at all. On PostgreSQL a batch is
+COPied into a temporary table and inserted with its audit entries by one statement; elsewhere
+by a batched INSERT ... RETURNING then the audit INSERT (see repositories/csv_import). A dry run
+does the same inside one transaction that is rolled back.
 
 Duplicate key (documented in the README): the task name (trimmed, case-folded), the `created_at`
 day and the assigned username (case-folded). A row whose key was imported before, by any earlier
@@ -19,7 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -30,7 +32,6 @@ from app.cache.invalidation import bump as bump_generations
 from app.cache.store import GLOBAL_GENERATION
 from app.extensions import db
 from app.models import User
-from app.models.enums import AuditAction
 from app.repositories import csv_import as import_repo
 from app.schemas.csv_import import CsvTaskRow
 from app.services.errors import InvalidInput, UnreadableInput
@@ -89,7 +90,7 @@ def _text_stream(binary: IO[bytes]) -> io.TextIOWrapper:
     return io.TextIOWrapper(binary, encoding="utf-8-sig", newline="", errors="strict")
 
 
-def read_rows(binary: IO[bytes]) -> Iterator[tuple[int, dict[str, str]]]:
+def read_rows(binary: IO[bytes]) -> Generator[tuple[int, dict[str, str]], None, None]:
     """Check the header, then yield (row number, {column: value}) for each non-blank row.
     Undecodable or non-CSV input raises UnreadableInput; header problems InvalidInput."""
     text = _text_stream(binary)
@@ -104,7 +105,7 @@ def read_rows(binary: IO[bytes]) -> Iterator[tuple[int, dict[str, str]]]:
             if not any(v.strip() for v in values):
                 continue  # blank line
             if len(values) != len(columns):
-                yield number, {"__width__": str(len(values))}
+                yield number, {"__width__": f"{len(columns)}:{len(values)}"}
                 continue
             yield number, dict(zip(columns, values, strict=True))
     except UnicodeDecodeError as exc:
@@ -133,6 +134,17 @@ def _check_header(columns: list[str]) -> None:
         raise InvalidInput("bad CSV header; " + "; ".join(parts), errors=errors, location="file")
 
 
+def check_header(binary: IO[bytes]) -> None:
+    """Raise as import_tasks would for an unreadable file or a bad header, judging by the start
+    of the file only (before a large file is queued as a job); rewinds the stream."""
+    rows = read_rows(binary)
+    try:
+        next(rows, None)
+    finally:
+        rows.close()
+    binary.seek(0)
+
+
 def count_rows(binary: IO[bytes]) -> int:
     """Data rows in the file (a quick pass for progress totals); rewinds the stream."""
     total = sum(1 for _ in read_rows(binary))
@@ -142,13 +154,9 @@ def count_rows(binary: IO[bytes]) -> int:
 
 def validate(number: int, values: dict[str, str], report: ImportReport) -> ValidRow | None:
     if "__width__" in values:
+        expected, got = values["__width__"].split(":")
         report.failed += 1
-        report.add_error(
-            number,
-            "",
-            f"expected {len(KNOWN_COLUMNS)} or fewer columns as in the "
-            f"header, got {values['__width__']}",
-        )
+        report.add_error(number, "", f"expected {expected} fields as in the header, got {got}")
         return None
     try:
         return ValidRow(number, CsvTaskRow.model_validate(values))
@@ -174,22 +182,28 @@ def _batches(rows: Iterable[ValidRow], size: int) -> Iterator[list[ValidRow]]:
         yield batch
 
 
-def _resolve_users(batch: list[ValidRow], report: ImportReport) -> dict[str, int]:
-    names = {r.row.assigned_user for r in batch if r.row.assigned_user}
+def _resolve_users(
+    batch: list[ValidRow], report: ImportReport, known: dict[str, int]
+) -> dict[str, int]:
+    """Ids of the batch's assignees, creating placeholder accounts for unknown ones; `known`
+    carries the names resolved by earlier batches of the import."""
+    names = {r.row.assigned_user for r in batch if r.row.assigned_user} - known.keys()
     if not names:
-        return {}
-    ids = import_repo.user_ids_by_username(names)
-    unknown = sorted(names - ids.keys())
+        return known
+    known.update(import_repo.user_ids_by_username(names))
+    unknown = sorted(names - known.keys())
     if unknown:
         report.users_created += import_repo.create_placeholder_users(
             unknown, PLACEHOLDER_EMAIL_DOMAIN
         )
-        ids.update(import_repo.user_ids_by_username(set(unknown)))
-    return ids
+        known.update(import_repo.user_ids_by_username(set(unknown)))
+    return known
 
 
-def _write_batch(batch: list[ValidRow], actor: User, report: ImportReport) -> None:
-    user_ids = _resolve_users(batch, report)
+def _write_batch(
+    batch: list[ValidRow], actor: User, report: ImportReport, known_users: dict[str, int]
+) -> None:
+    user_ids = _resolve_users(batch, report, known_users)
     now = datetime.now(UTC)
     rows = []
     for item in batch:
@@ -209,39 +223,14 @@ def _write_batch(batch: list[ValidRow], actor: User, report: ImportReport) -> No
                 "description": r.description,
                 "status": r.status,
                 "priority": r.priority,
-                "assigned_user_id": user_ids.get(r.assigned_user) if r.assigned_user else None,
-                "created_by_id": actor.id,
+                "assigned_user_id": user_ids[r.assigned_user] if r.assigned_user else None,
                 "created_at": created_at,
-                "updated_at": now,
                 "import_key": item.import_key,
-                "version": 1,
             }
         )
-    inserted = import_repo.insert_tasks_skipping_duplicates(rows)
-    report.created += len(inserted)
-    report.skipped_duplicates += len(rows) - len(inserted)
-    import_repo.insert_audit_entries(
-        [
-            {
-                "task_id": task_id,
-                "actor_id": actor.id,
-                "action": AuditAction.CREATED,
-                "changes": _created_changes(row),
-                "created_at": now,
-            }
-            for task_id, row in inserted
-        ]
-    )
-
-
-def _created_changes(row: dict[str, Any]) -> dict[str, Any]:
-    fields = ("task_name", "description", "status", "priority", "assigned_user_id")
-    changes = {
-        name: {"old": None, "new": getattr(row[name], "value", row[name])} for name in fields
-    }
-    changes["due_date"] = {"old": None, "new": None}
-    changes["source"] = {"old": None, "new": "csv_import"}
-    return changes
+    created = import_repo.insert_tasks_with_audit(rows, actor.id, now)
+    report.created += created
+    report.skipped_duplicates += len(rows) - created
 
 
 def import_tasks(
@@ -252,8 +241,10 @@ def import_tasks(
     batch_size: int = 2000,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Import a CSV file of tasks as `actor`. Returns the report; raises UnreadableInput (400)
-    or InvalidInput (422, bad header) before anything is written."""
+    """Import a CSV file of tasks as `actor`. Returns the report. Raises InvalidInput (422, bad
+    header) before anything is written, and UnreadableInput (400) where the file stops being
+    readable: batches before that point are committed (not in a dry run), so callers make one
+    reading pass first (count_rows) to refuse such a file whole."""
     report = ImportReport(dry_run=dry_run)
 
     def valid_rows() -> Iterator[ValidRow]:
@@ -263,9 +254,10 @@ def import_tasks(
             if item is not None:
                 yield item
 
+    known_users: dict[str, int] = {}
     try:
         for batch in _batches(valid_rows(), batch_size):
-            _write_batch(batch, actor, report)
+            _write_batch(batch, actor, report, known_users)
             if not dry_run:
                 db.session.commit()
             if on_progress is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from app.extensions import db
-from app.models import User
+from app.models import Role, User
 from app.models.enums import JobState, LoaderRunState
 from app.models.job import Job
 from app.models.types import utcnow
@@ -71,10 +71,11 @@ def mark_failed(job_id: str, error: str) -> None:
     db.session.commit()
 
 
-def job_status(job_id: str) -> dict[str, Any]:
-    """A job's state and progress. A daily-log job's state follows its loader runs."""
+def job_status(job_id: str, viewer: User) -> dict[str, Any]:
+    """A job's state and progress. A daily-log job's state follows its loader runs. Admins see
+    every job; moderators their own (their CSV imports); others' answer 404."""
     job = job_repo.get_job(job_id)
-    if job is None:
+    if job is None or (viewer.role != Role.ADMIN and job.created_by_id != viewer.id):
         raise NotFound("job not found")
     status: dict[str, Any] = {
         "job_id": job.id,

@@ -48,6 +48,7 @@ from app.jobs.daily_log import log_day
 from app.models import JobState, LoaderRunState, Role, Task, TaskPriority, TaskStatus, User
 from app.models.task_log import LoaderChunk, LoaderRun, TaskLogEntry
 from app.models.types import utcnow
+from app.repositories import users as user_repo
 from app.services import jobs as job_service
 from app.services.context import passwords
 from tests.conftest import (
@@ -396,7 +397,9 @@ def assert_logged_exactly_once(app: APIFlask, log_date: date) -> int:
 
 def assert_job_succeeded(app: APIFlask, job_id: str, rows: int) -> dict[str, Any]:
     with app.app_context():
-        status = job_service.job_status(job_id)
+        admin = user_repo.first_active_admin()
+        assert admin is not None
+        status = job_service.job_status(job_id, admin)
         runs = status["runs"]
         db.session.remove()
     assert status["state"] == JobState.SUCCEEDED

@@ -1,0 +1,763 @@
+"""HTTP API benchmark under gunicorn, driven by wrk, against a bare-Flask ceiling.
+
+    /tmp/venv/bin/python -m bench.api [--tasks 100000] [--users 200] [--log-days 10]
+                                      [--duration 10] [--connections 16]
+
+Needs `wrk` on PATH (Debian: apt-get install wrk), PostgreSQL (BENCH_DATABASE_URL) and Redis
+(BENCH_REDIS_URL, a database number this script may FLUSHDB). In one run it:
+  1. creates a throwaway database, migrates it, seeds N tasks round-robin over the users (mixed
+     status and priority, created over 30 days), log-days x N task_logger rows, one admin and
+     the users (one argon2 hash for all), then VACUUM ANALYZE;
+  2. serves the API with gunicorn -c gunicorn.conf.py on a free loopback port, and the ceiling
+     (bench/ceiling_app.py: no database, the same JSON page) with the same gunicorn settings;
+  3. logs in as a `user` and as the admin, and drives each scenario with wrk and
+     bench/wrk_api.lua (a few seconds of unmeasured warm-up first);
+  4. prints req/s, p50, p99, non-2xx, the X-Cache hit rate and the ratio to the ceiling's req/s,
+     with PASS/FAIL against the targets: cache-warm reads >= 0.6 x ceiling, cache-miss reads
+     >= 0.3 x ceiling, p99 < 50 ms, no non-2xx answer (nor socket error); and, per row, the CPU
+     share other processes took meanwhile (a shared machine skews every figure), then a summary
+     of the warnings and errors in the servers' logs (e.g. cache bypasses on Redis timeouts).
+It always stops its gunicorn processes, drops the database and flushes its Redis database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from flask_migrate import upgrade
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA_SCRIPT = Path(__file__).resolve().parent / "wrk_api.lua"
+DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+PASSWORD = "bench-password-1234"  # noqa: S105 (a throwaway account in a throwaway database)
+LOGIN_PATH = "/login"
+PAGE_PATH = "/tasks?page=1&per_page=20"
+
+WARM_RATIO, MISS_RATIO, MAX_P99_MS = 0.6, 0.3, 50.0
+BUSY_MACHINE_PCT = 10.0  # CPU share of other processes above which the figures are flagged
+
+
+# --- seeding --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seeded:
+    first_task_id: int
+    last_task_id: int
+    admin_username: str
+    user_username: str
+    log_days: list[str]
+
+
+def timed(label: str, action: Callable[[], object]) -> None:
+    start = time.perf_counter()
+    action()
+    print(f"  {label:<52} {time.perf_counter() - start:7.1f} s", flush=True)
+
+
+def seed(url: str, tasks: int, users: int, log_days: int) -> Seeded:
+    from app import create_app
+    from app.auth.passwords import PasswordService
+    from app.config import load_settings
+    from app.extensions import db
+
+    settings = load_settings(
+        database_url=url, app_env="testing", redis_url=None, db_startup_retries=0
+    )
+    app = create_app(settings)
+    with app.app_context():
+        timed("migrate (flask_migrate.upgrade)", upgrade)
+        password_hash = PasswordService(
+            settings.argon2_time_cost, settings.argon2_memory_cost_kib, settings.argon2_parallelism
+        ).hash(PASSWORD)
+
+        def users_and_tasks() -> None:
+            with db.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO users (username, email, password_hash, role, is_active, "
+                        "created_at, updated_at) VALUES ('admin', 'admin@bench.example.com', "
+                        ":hash, 'admin', true, now(), now())"
+                    ),
+                    {"hash": password_hash},
+                )
+                conn.execute(
+                    text(
+                        """
+                        INSERT INTO users (username, email, password_hash, role, is_active,
+                                           created_at, updated_at)
+                        SELECT 'user' || lpad(g::text, 4, '0'),
+                               'user' || lpad(g::text, 4, '0') || '@bench.example.com',
+                               :hash, 'user', true, now(), now()
+                        FROM generate_series(1, :n) AS g
+                        """
+                    ),
+                    {"hash": password_hash, "n": users},
+                )
+                first_user = conn.execute(
+                    text("SELECT min(id) FROM users WHERE role = 'user'")
+                ).scalar_one()
+                # Assignee and creator round-robin (different users); 20% inactive; priorities
+                # cycle independently of status; created_at spread over 30 days.
+                conn.execute(
+                    text(
+                        """
+                        INSERT INTO task_manager (task_name, description, status, priority,
+                                                  assigned_user_id, created_by_id, created_at,
+                                                  updated_at, due_date)
+                        SELECT 'task ' || g,
+                               CASE WHEN g % 2 = 0 THEN NULL ELSE 'description of task ' || g END,
+                               CASE WHEN g % 5 = 0 THEN 'inactive' ELSE 'active' END,
+                               (ARRAY['LOW','MEDIUM','HIGH','CRITICAL'])[1 + (g / 5) % 4],
+                               :first_user + g % :users,
+                               :first_user + (g + 1) % :users,
+                               t.ts, t.ts,
+                               CASE WHEN g % 3 = 0 THEN NULL ELSE current_date + (g % 60) - 20 END
+                        FROM generate_series(1, :n) AS g,
+                             LATERAL (SELECT now() - ((g::bigint * 7919) % (30 * 86400))
+                                                     * interval '1 second' AS ts) AS t
+                        """
+                    ),
+                    {"n": tasks, "users": users, "first_user": first_user},
+                )
+
+        def task_log() -> None:
+            with db.engine.begin() as conn:
+                for back in range(log_days, 0, -1):
+                    conn.execute(
+                        text(
+                            """
+                            INSERT INTO task_logger (task_id, log_date, status, priority,
+                                                     assigned_user_id, created_at)
+                            SELECT id, current_date - :back, status, priority, assigned_user_id,
+                                   (current_date - :back) + interval '5 minutes'
+                            FROM task_manager ORDER BY id
+                            """
+                        ),
+                        {"back": back},
+                    )
+
+        timed(f"seed 1 admin, {users:,} users, {tasks:,} tasks", users_and_tasks)
+        timed(f"seed {log_days * tasks:,} task_logger rows ({log_days} days)", task_log)
+
+        def vacuum() -> None:
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("VACUUM ANALYZE"))
+
+        timed("VACUUM ANALYZE", vacuum)
+        with db.engine.connect() as conn:
+            first, last, count = conn.execute(
+                text("SELECT min(id), max(id), count(*) FROM task_manager WHERE deleted_at IS NULL")
+            ).one()
+            days = conn.execute(
+                text("SELECT DISTINCT log_date FROM task_logger ORDER BY 1")
+            ).scalars()
+            log_dates = [d.isoformat() for d in days]
+            username = conn.execute(
+                text("SELECT username FROM users WHERE role = 'user' ORDER BY id LIMIT 1")
+            ).scalar_one()
+        db.engine.dispose()
+    # Every id in [first, last] is a live task, so random ids in that range always exist.
+    assert last - first + 1 == count == tasks, (first, last, count)
+    return Seeded(first, last, "admin", username, log_dates)
+
+
+# --- gunicorn -------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(
+    name: str, app_spec: str, env: dict[str, str], log_dir: Path, servers: list[Server]
+) -> Server:
+    port = free_port()
+    log_path = log_dir / f"{name}.log"
+    env = {**os.environ, **env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), app_spec],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so it can be stopped as a whole
+        )
+    server = Server(name, proc, f"http://127.0.0.1:{port}", log_path)
+    servers.append(server)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail(log_path)}")
+        try:
+            status, _, _ = http("GET", server.base_url + "/health")
+            if status == 200:
+                return server
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} did not answer /health within 60 s:\n{tail(log_path)}")
+
+
+def stop_server(server: Server) -> None:
+    proc = server.proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # graceful: the master stops its workers
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# Python logging's text format ("WARNING:name:message") and gunicorn's ("[ERROR] message");
+# JSON log lines ({"level": ..., "logger": ..., "message": ...}) are read as JSON.
+LOG_PROBLEM = re.compile(
+    r"^(WARNING|ERROR|CRITICAL):([\w.]+):(.*)$|\[(WARNING|ERROR|CRITICAL)\] (.*)$"
+)
+PROBLEM_LEVELS = frozenset({"WARNING", "ERROR", "CRITICAL"})
+
+
+def log_problem(line: str) -> str | None:
+    """`LEVEL logger: message` for a warning or error line of a server log, else None."""
+    if line.startswith("{"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        level = str(record.get("level", "")).upper() if isinstance(record, dict) else ""
+        if level not in PROBLEM_LEVELS:
+            return None
+        return f"{level} {record.get('logger', '?')}: {record.get('message', '')}"
+    match = LOG_PROBLEM.search(line)
+    if match is None:
+        return None
+    if match.group(1):
+        return f"{match.group(1)} {match.group(2)}: {match.group(3)}"
+    return f"{match.group(4)} gunicorn: {match.group(5)}"
+
+
+def log_problems(server: Server, shown: int = 8) -> None:
+    """Count the server's warnings and errors (grouped, digits masked) and show the commonest."""
+    groups: dict[str, int] = {}
+    for line in server.log_path.read_text(errors="replace").splitlines():
+        problem = log_problem(line)
+        if problem is not None:
+            key = re.sub(r"\d+", "#", problem)[:110]
+            groups[key] = groups.get(key, 0) + 1
+    print(f"{server.name} server log: {sum(groups.values())} warning/error line(s)")
+    for key, count in sorted(groups.items(), key=lambda kv: -kv[1])[:shown]:
+        print(f"  {count:>6} x {key}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+def http(
+    method: str, url: str, token: str | None = None, body: Any = None
+) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Accept": "application/json"}
+    data = None
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 (loopback only)
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def login(base_url: str, username: str) -> str:
+    status, _, body = http(
+        "POST", base_url + LOGIN_PATH, body={"username": username, "password": PASSWORD}
+    )
+    if status != 200:
+        raise RuntimeError(f"login as {username}: {status} {body[:300]!r}")
+    token: str = json.loads(body)["access_token"]
+    return token
+
+
+# --- other load on the machine -------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PG_BACKEND = re.compile(r"^postgres: [^:]+: \S+ (\S+) (\S+\(\d+\)|\[local\])")
+PG_PARALLEL = re.compile(r"parallel worker for PID (\d+)")
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    pgrp: int
+    ticks: int  # user + system CPU time, in clock ticks
+    cmdline: str
+
+
+def processes() -> dict[int, Proc]:
+    found: dict[int, Proc] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry.name)
+        ppid, pgrp, ticks = int(fields[1]), int(fields[2]), int(fields[11]) + int(fields[12])
+        found[pid] = Proc(pid, ppid, pgrp, ticks, cmdline.strip())
+    return found
+
+
+@dataclass
+class OtherLoad:
+    """CPU used by processes that are not part of this benchmark, as a share of the machine:
+    another job on the machine skews every figure. Processes that start and exit within the
+    measurement are not seen, so this is a lower bound."""
+
+    database: str
+    servers: list[Server]
+
+    def ours(self, proc: Proc, procs: dict[int, Proc]) -> bool:
+        me = os.getpid()
+        if proc.pid == me or proc.ppid == me:  # this script and wrk
+            return True
+        if any(proc.pgrp == s.proc.pid for s in self.servers):  # gunicorn and its workers
+            return True
+        if "redis-server" in proc.cmdline:  # shared, but these scenarios drive it
+            return True
+        if not proc.cmdline.startswith("postgres"):
+            return False
+        parallel = PG_PARALLEL.search(proc.cmdline)
+        if parallel:
+            leader = procs.get(int(parallel.group(1)))
+            return leader is not None and self.database in leader.cmdline
+        backend = PG_BACKEND.match(proc.cmdline)
+        # A backend of another database is someone else's; background processes count as ours.
+        return backend is None or backend.group(1) == self.database
+
+    @contextmanager
+    def measure(self) -> Iterator[list[float]]:
+        share: list[float] = []
+        before, start = processes(), time.monotonic()
+        yield share
+        after, elapsed = processes(), time.monotonic() - start
+        ticks = sum(
+            p.ticks - before[pid].ticks
+            for pid, p in after.items()
+            if pid in before and not self.ours(p, after)
+        )
+        share.append(100 * ticks / CLOCK_TICKS / elapsed / (os.cpu_count() or 1))
+
+
+# --- wrk ------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+    statuses: str
+    xcache: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def hit_rate(self) -> float | None:
+        answered = sum(self.xcache.get(k, 0) for k in ("HIT", "MISS", "BYPASS"))
+        return self.xcache.get("HIT", 0) / answered if answered else None
+
+
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def parse_wrk(out: str) -> WrkResult:
+    def percentile(p: int) -> float:
+        match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.MULTILINE)
+        if match is None:
+            raise ValueError(f"no {p}% latency in wrk output:\n{out}")
+        return float(match.group(1)) * UNIT_MS[match.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if rps is None or total is None:
+        raise ValueError(f"unexpected wrk output:\n{out}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    statuses = re.search(r"^bench-status (.*)$", out, re.MULTILINE)
+    xcache = re.search(r"^bench-xcache (.*)$", out, re.MULTILINE)
+    return WrkResult(
+        requests=int(total.group(1)),
+        rps=float(rps.group(1)),
+        p50_ms=percentile(50),
+        p99_ms=percentile(99),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(int(g) for g in sock.groups()) if sock else 0,
+        statuses=statuses.group(1).strip() if statuses else "",
+        xcache=dict((k, int(v)) for k, _, v in (p.partition("=") for p in xcache.group(1).split()))
+        if xcache
+        else {},
+    )
+
+
+@dataclass(frozen=True)
+class WrkOptions:
+    threads: int
+    connections: int
+    duration: int
+    warmup: int
+
+
+def run_wrk(url: str, token: str, mode: Sequence[str], seconds: int, opts: WrkOptions) -> str:
+    cmd = [
+        "wrk",
+        f"-t{opts.threads}",
+        f"-c{opts.connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+        "--",
+        token,
+        *mode,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return done.stdout
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    kind: str  # warm, miss, write, ceiling
+    path: str  # the wrk URL's path (the fixed request, or the base of random ones)
+    token: str
+    mode: tuple[str, ...]
+
+
+@dataclass
+class Row:
+    scenario: Scenario
+    result: WrkResult
+    other_cpu: float  # % of the machine used by other processes meanwhile
+
+
+KIND_RATIO = {"warm": WARM_RATIO, "miss": MISS_RATIO}
+
+
+def verdicts(row: Row, ceiling_rps: float) -> tuple[str, str, str, bool]:
+    res, kind = row.result, row.scenario.kind
+    ok = True
+    target = KIND_RATIO.get(kind)
+    if target is None:
+        ratio_cell = "-"
+    else:
+        passed = res.rps >= target * ceiling_rps
+        ok &= passed
+        ratio_cell = f">={target:.1f} {'PASS' if passed else 'FAIL'}"
+    p99_ok = res.p99_ms < MAX_P99_MS
+    errors_ok = res.non_2xx == 0 and res.socket_errors == 0
+    ok &= p99_ok and errors_ok
+    return ratio_cell, "PASS" if p99_ok else "FAIL", "PASS" if errors_ok else "FAIL", ok
+
+
+def print_table(rows: list[Row], ceiling_rps: float) -> None:
+    header = (
+        f"{'scenario':<34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} "
+        f"{'hit %':>5} {'x ceil':>6}  {'ratio tgt':<10} {'p99<50':<6} {'2xx':<4} {'row':<4} "
+        f"{'other %':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    passed = 0
+    for row in rows:
+        res = row.result
+        hit = res.hit_rate
+        ratio_cell, p99_cell, errors_cell, ok = verdicts(row, ceiling_rps)
+        passed += ok
+        errors = f"{res.non_2xx}" + (f"+{res.socket_errors}s" if res.socket_errors else "")
+        print(
+            f"{row.scenario.name:<34} {res.rps:>8.0f} {res.p50_ms:>7.1f} {res.p99_ms:>7.1f} "
+            f"{errors:>7} {'-' if hit is None else f'{100 * hit:.0f}':>5} "
+            f"{res.rps / ceiling_rps:>6.2f}  {ratio_cell:<10} {p99_cell:<6} {errors_cell:<4} "
+            f"{'PASS' if ok else 'FAIL':<4} {row.other_cpu:>7.0f}"
+        )
+    print("-" * len(header))
+    print(f"{passed}/{len(rows)} rows pass")
+    busiest = max(row.other_cpu for row in rows)
+    if busiest >= BUSY_MACHINE_PCT:
+        print(
+            f"WARNING: other processes used up to {busiest:.0f}% of the machine's CPU during "
+            "the runs (column other %): the figures, and the ratios between rows measured at "
+            "different moments, are skewed. Rerun on a quiet machine."
+        )
+
+
+def describe(result: WrkResult) -> str:
+    xcache = " ".join(f"{k}={v}" for k, v in sorted(result.xcache.items()))
+    return (
+        f"{result.requests:,} requests, {result.rps:,.0f} req/s, p50 {result.p50_ms:.1f} ms, "
+        f"p99 {result.p99_ms:.1f} ms; status {result.statuses or '?'}; X-Cache {xcache or '?'}"
+    )
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def throwaway_database(server_url: str) -> Iterator[str]:
+    server = make_url(server_url)
+    name = f"mediaamp_bench_api_{uuid.uuid4().hex[:8]}"
+    admin: Engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    print(f"database: {name} (dropped at the end)")
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        print(f"dropped database {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--log-days", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured seconds per scenario")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--workers", type=int, default=2, help="WEB_CONCURRENCY")
+    parser.add_argument("--gunicorn-threads", type=int, default=8, help="GUNICORN_THREADS")
+    parser.add_argument("--max-page", type=int, default=50, help="random list pages: 1..N")
+    parser.add_argument("--date-max-page", type=int, default=250, help="random log pages: 1..N")
+    parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
+    args = parser.parse_args()
+
+    if shutil.which("wrk") is None:
+        print(
+            "bench.api needs wrk (https://github.com/wg/wrk) on PATH; on Debian/Ubuntu: "
+            "apt-get install wrk",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    cache = redis.Redis.from_url(args.redis_url)
+    cache.ping()
+    cache.flushdb()
+
+    servers: list[Server] = []
+    try:
+        with (
+            throwaway_database(args.server) as url,
+            tempfile.TemporaryDirectory(prefix="bench-api-") as tmp,
+        ):
+            try:
+                run(args, url, cache, Path(tmp), servers)
+            finally:
+                for server in servers:
+                    stop_server(server)
+                print(f"stopped gunicorn ({', '.join(s.name for s in servers) or 'none'})")
+                for server in servers:
+                    log_problems(server)
+    finally:
+        cache.flushdb()
+        cache.close()
+        print(f"flushed Redis {args.redis_url}")
+
+
+def run(
+    args: argparse.Namespace, url: str, cache: redis.Redis, tmp: Path, servers: list[Server]
+) -> None:
+    print(f"seeding ({args.tasks:,} tasks, {args.users} users, {args.log_days} log days):")
+    seeded = seed(url, args.tasks, args.users, args.log_days)
+
+    gunicorn_env = {
+        "WEB_CONCURRENCY": str(args.workers),
+        "GUNICORN_THREADS": str(args.gunicorn_threads),
+    }
+    app_env = {
+        **gunicorn_env,
+        "DATABASE_URL": url,
+        "REDIS_URL": args.redis_url,
+        "APP_ENV": "development",
+        "SECRET_KEY": secrets.token_hex(20),
+        "JWT_SECRET_KEY": secrets.token_hex(20),
+        "RATELIMIT_ENABLED": "false",
+        "ACCESS_TOKEN_TTL_SECONDS": "3600",
+        "DB_POOL_SIZE": "10",
+    }
+    opts = WrkOptions(args.threads, args.connections, args.duration, args.warmup)
+    print(
+        f"gunicorn -c gunicorn.conf.py (gthread) for both servers: "
+        f"WEB_CONCURRENCY={args.workers} GUNICORN_THREADS={args.gunicorn_threads} "
+        f"GUNICORN_BIND=127.0.0.1:<free port>"
+    )
+    print(
+        "API env: APP_ENV=development RATELIMIT_ENABLED=false ACCESS_TOKEN_TTL_SECONDS=3600 "
+        f"DB_POOL_SIZE=10 REDIS_URL={args.redis_url}"
+    )
+    print(
+        f"wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s --latency "
+        f"(+{opts.warmup} s unmeasured warm-up per scenario), loopback only; "
+        f"{os.cpu_count()} CPU cores shared by wrk, gunicorn, PostgreSQL and Redis"
+    )
+
+    api = start_server("api", "app:create_app()", app_env, tmp, servers)
+    admin_token = login(api.base_url, seeded.admin_username)
+    user_token = login(api.base_url, seeded.user_username)
+    status, _, page = http("GET", api.base_url + PAGE_PATH, admin_token)
+    assert status == 200, (status, page[:300])
+    page_file = tmp / "page.json"
+    page_file.write_bytes(page)
+
+    ceiling = start_server(
+        "ceiling",
+        "bench.ceiling_app:create_app()",
+        {**gunicorn_env, "APP_ENV": "development", "CEILING_PAGE_FILE": str(page_file)},
+        tmp,
+        servers,
+    )
+    status, _, ceiling_page = http("GET", ceiling.base_url + PAGE_PATH, admin_token)
+    assert status == 200, status
+    print(
+        f"page bodies: API GET {PAGE_PATH} {len(page):,} bytes, "
+        f"ceiling {len(ceiling_page):,} bytes (the same 20 items)"
+    )
+
+    scenarios = [
+        Scenario("(a) list p1, user, cache warm", "warm", PAGE_PATH, user_token, ("fixed",)),
+        Scenario("(a) list p1, admin, cache warm", "warm", PAGE_PATH, admin_token, ("fixed",)),
+        Scenario(
+            "(b) list random page/filter, admin",
+            "miss",
+            "/",
+            admin_token,
+            ("list", str(args.max_page)),
+        ),
+        Scenario(
+            "(c) list ?date=&page=, admin",
+            "miss",
+            "/",
+            admin_token,
+            ("date", str(args.date_max_page), *seeded.log_days),
+        ),
+        Scenario(
+            "(d) GET /task/<id>, admin",
+            "miss",
+            "/",
+            admin_token,
+            ("task", str(seeded.first_task_id), str(seeded.last_task_id)),
+        ),
+        Scenario(
+            "(e) PUT /task/<id>, admin",
+            "write",
+            "/",
+            admin_token,
+            ("put", str(seeded.first_task_id), str(seeded.last_task_id)),
+        ),
+    ]
+    ceiling_scenario = Scenario(
+        "(f) ceiling: bare Flask, same page", "ceiling", PAGE_PATH, admin_token, ("fixed",)
+    )
+
+    print("\nrunning (each: warm-up, then Redis flushed unless the scenario is cache-warm):")
+    rows: list[Row] = []
+    other_load = OtherLoad(make_url(url).database or "", servers)
+
+    def measure(server: Server, scenario: Scenario) -> Row:
+        target = server.base_url + scenario.path
+        if opts.warmup > 0:
+            run_wrk(target, scenario.token, scenario.mode, opts.warmup, opts)
+        if scenario.kind != "warm":
+            cache.flushdb()
+        with other_load.measure() as share:
+            out = run_wrk(target, scenario.token, scenario.mode, opts.duration, opts)
+        result = parse_wrk(out)
+        print(
+            f"  {scenario.name:<36} {describe(result)}; other processes >= {share[0]:.0f}% CPU",
+            flush=True,
+        )
+        return Row(scenario, result, share[0])
+
+    # The ceiling first, then its server stops so that it takes no CPU during the API runs.
+    ceiling_row = measure(ceiling, ceiling_scenario)
+    stop_server(ceiling)
+    for scenario in scenarios:
+        rows.append(measure(api, scenario))
+    rows.append(ceiling_row)
+
+    ceiling_rps = ceiling_row.result.rps
+    print(
+        f"\ntargets: cache-warm reads >= {WARM_RATIO} x ceiling req/s, cache-miss reads >= "
+        f"{MISS_RATIO} x ceiling req/s, p99 < {MAX_P99_MS:.0f} ms at {opts.connections} "
+        "connections, zero non-2xx (and zero socket errors, shown as +Ns)"
+    )
+    print(f"ceiling: {ceiling_rps:,.0f} req/s\n")
+    print_table(rows, ceiling_rps)
+    print(
+        "\nhit % is the share of X-Cache: HIT among the API's answers; (e) writes and (f) have no "
+        "req/s target; other % is the CPU (share of the whole machine, a lower bound) used by "
+        "processes outside this benchmark while the row was measured."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""CSV import benchmark against a raw PostgreSQL COPY.
+
+    .venv/bin/python -m bench.csv_import [--rows 100000] [--batch-rows 2000]
+
+Generates a CSV file of N task rows (about 200 assignees, every status spelling, priorities in
+any case, M/D/YYYY and ISO 8601 dates) in a temporary file and, in a throwaway database built by
+the migrations, times in the same process:
+  (a) the baseline: a raw COPY of the file into a scratch table of text columns (no validation,
+      no audit, no users);
+  (b) our import (`app.services.csv_import.import_tasks`, as an admin): streaming parse, per-row
+      validation, placeholder users, batched idempotent inserts and one audit row per task;
+and prints rows/s of both, the ratio and the peak RSS of this process.
+Targets: (b) >= 10,000 rows/s including validation and audit rows; peak RSS < 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import resource
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+HEADER = ("task_name", "description", "status", "priority", "created_at", "assigned_user")
+STATUSES = ("TRUE", "FALSE", "true", "1", "0", "yes", "No", "False")
+PRIORITIES = ("LOW", "medium", "High", "CRITICAL", "low", "MEDIUM", "HIGH")
+ASSIGNEES = 200
+TARGET_ROWS_PER_S = 10_000
+TARGET_RSS_MB = 200
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def generate(path: Path, rows: int) -> None:
+    """Row i: a unique name, ~200 assignees (every 10th row unassigned), mixed spellings."""
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(HEADER)
+        for i in range(rows):
+            month, day = 1 + i % 12, 1 + i % 28
+            created = f"{month}/{day}/2025" if i % 2 else f"2025-{month:02d}-{day:02d}"
+            writer.writerow(
+                (
+                    f"Imported task {i}",
+                    f"Description of task {i}, with a comma" if i % 3 else "",
+                    STATUSES[i % len(STATUSES)],
+                    PRIORITIES[i % len(PRIORITIES)],
+                    created,
+                    "" if i % 10 == 0 else f"assignee_{i % ASSIGNEES:03d}",
+                )
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--batch-rows", type=int, default=2000)
+    parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
+    args = parser.parse_args()
+
+    server = make_url(args.server)
+    name = f"mediaamp_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    os.environ.update(
+        DATABASE_URL=url,
+        APP_ENV="testing",
+        CSV_BATCH_ROWS=str(args.batch_rows),
+        DB_STARTUP_RETRIES="0",
+        CACHE_ENABLED="false",
+    )
+    os.environ.pop("REDIS_URL", None)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_csv_") as directory:
+            path = Path(directory) / "tasks.csv"
+            generate(path, args.rows)
+            size_mb = path.stat().st_size / 1024 / 1024
+            print(f"generated {args.rows:,} rows ({size_mb:.1f} MB) in {path.name}")
+            run(path, args.rows, args.batch_rows)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def run(path: Path, rows: int, batch_rows: int) -> None:
+    from app import create_app
+    from app.extensions import db
+    from app.models import Role, User
+    from app.services import csv_import
+
+    app = create_app()
+    with app.app_context():
+        upgrade()
+        actor = User(username="bench_admin", email="bench@example.com", role=Role.ADMIN)
+        db.session.add(actor)
+        db.session.commit()
+        columns = ", ".join(f"{column} text" for column in HEADER)
+        with db.engine.begin() as conn:
+            conn.execute(text(f"CREATE TABLE csv_scratch ({columns})"))
+
+        def raw_copy() -> None:
+            connection = db.engine.raw_connection()
+            try:
+                cursor = connection.driver_connection.cursor()  # type: ignore[union-attr]
+                sql = f"COPY csv_scratch ({', '.join(HEADER)}) FROM STDIN (FORMAT csv, HEADER)"
+                with path.open("rb") as source, cursor.copy(sql) as copy:
+                    while block := source.read(1024 * 1024):
+                        copy.write(block)
+                connection.commit()
+            finally:
+                connection.close()
+
+        rss_before = peak_rss_mb()
+        print(f"timing ({rows:,} rows, batch {batch_rows}):")
+        start = time.perf_counter()
+        raw_copy()
+        raw_s = time.perf_counter() - start
+        copied = db.session.execute(text("SELECT count(*) FROM csv_scratch")).scalar_one()
+        print(f"  (a) raw COPY into a text table            {raw_s:8.2f} s  {copied:,} rows")
+
+        start = time.perf_counter()
+        with path.open("rb") as stream:
+            report = csv_import.import_tasks(stream, actor, batch_size=batch_rows)
+        ours_s = time.perf_counter() - start
+        print(
+            f"  (b) import_tasks (validate, users, audit)  {ours_s:8.2f} s  "
+            f"{report.created:,} created, {report.failed} failed, "
+            f"{report.users_created} users created"
+        )
+        tasks, audit = db.session.execute(
+            text("SELECT (SELECT count(*) FROM task_manager), (SELECT count(*) FROM task_audit)")
+        ).one()
+        db.session.remove()
+        assert report.created == rows == tasks == audit == copied, (report, tasks, audit)
+
+        raw_rate, ours_rate = rows / raw_s, rows / ours_s
+        rss = peak_rss_mb()
+        rate_ok, rss_ok = ours_rate >= TARGET_ROWS_PER_S, rss < TARGET_RSS_MB
+        print(f"raw COPY:      {raw_rate:10,.0f} rows/s")
+        print(
+            f"import_tasks:  {ours_rate:10,.0f} rows/s  (target >= {TARGET_ROWS_PER_S:,}) "
+            f"{'PASS' if rate_ok else 'FAIL'}"
+        )
+        print(f"import / raw:  {ours_s / raw_s:10.1f} x the time of COPY")
+        print(
+            f"peak RSS of this process: {rss:.0f} MB (before timing: {rss_before:.0f} MB; "
+            f"target < {TARGET_RSS_MB} MB) {'PASS' if rss_ok else 'FAIL'}"
+        )
+        print("overall:", "PASS" if rate_ok and rss_ok else "FAIL")
+
+
+if __name__ == "__main__":
+    main()
