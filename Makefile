@@ -50,8 +50,8 @@ test: lint typecheck pytest
 # Re-resolve the lock files after editing requirements*.in.
 lock: $(VENV)/.dev
 	$(BIN)/pip install --quiet pip-tools==7.6.2
-	$(BIN)/pip-compile --quiet --strip-extras --no-header -o requirements.lock requirements.in
-	$(BIN)/pip-compile --quiet --strip-extras --no-header -o requirements-dev.lock requirements.in requirements-dev.in
+	$(BIN)/pip-compile --quiet --strip-extras --no-header --no-emit-index-url --no-emit-find-links -o requirements.lock requirements.in
+	$(BIN)/pip-compile --quiet --strip-extras --no-header --no-emit-index-url --no-emit-find-links -o requirements-dev.lock requirements.in requirements-dev.in
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ import os
 import time
 
 from gunicorn.glogging import Logger
+from pythonjsonlogger.json import JsonFormatter
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '5000')}")
 # Threads serve I/O-bound requests cheaply; workers use the cores. Without Redis (the embedded
@@ -24,7 +25,23 @@ errorlog = "-"
 
 
 class JsonAccessLogger(Logger):
-    """One JSON object per request on the access log (quotes and odd bytes escaped properly)."""
+    """One JSON object per request on the access log (quotes and odd bytes escaped properly).
+    With LOG_FORMAT=json (the default) gunicorn's own messages (start, worker boot and exit,
+    timeouts) are JSON too, in the app's shape (app.observability.logging.json_formatter; not
+    imported from there, which would import the whole app into the master), so that every line
+    the api container writes parses."""
+
+    def setup(self, cfg):  # type: ignore[no-untyped-def]
+        super().setup(cfg)
+        if os.environ.get("LOG_FORMAT", "json").lower() == "json":
+            formatter = JsonFormatter(
+                "{asctime}{levelname}{name}{message}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                datefmt="%Y-%m-%dT%H:%M:%S%z",
+            )
+            for handler in self.error_log.handlers:
+                handler.setFormatter(formatter)
 
     def access(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
         if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.syslog):
@@ -46,6 +63,18 @@ class JsonAccessLogger(Logger):
 
 
 logger_class = JsonAccessLogger
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    # Prometheus multi-process mode: without the directory every request fails (the metrics
+    # hook cannot open its file), e.g. when /tmp is a fresh tmpfs; and prometheus_client requires
+    # it emptied of a previous run's files. It must belong to this gunicorn alone.
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.remove(os.path.join(directory, name))
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

@@ -34,7 +34,11 @@ class Settings(BaseSettings):
     """Every setting of the service, with its environment variable and default."""
 
     model_config = SettingsConfigDict(
-        env_file=PROJECT_ROOT / ".env", extra="ignore", case_sensitive=False
+        env_file=PROJECT_ROOT / ".env",
+        extra="ignore",
+        case_sensitive=False,
+        # A refused setting's error must not print the other settings (secrets among them).
+        hide_input_in_errors=True,
     )
 
     app_env: AppEnv = AppEnv.DEVELOPMENT
@@ -72,6 +76,11 @@ class Settings(BaseSettings):
 
     # Response cache (Redis at REDIS_URL; in-process without it).
     cache_enabled: bool = True
+    # auto: Redis with REDIS_URL, else a file store under instance/ shared by all local
+    # processes (web, worker, CLI), so every process sees every invalidation. memory: tests.
+    cache_backend: str = Field(default="auto", pattern="^(auto|redis|disk|memory)$")
+    cache_dir: str = str(INSTANCE_DIR / "cache")
+    cache_disk_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     cache_ttl_seconds: int = Field(default=300, gt=0)
     cache_timeout_ms: int = Field(default=50, gt=0)
     cache_retry_after_seconds: float = Field(default=5.0, ge=0)

@@ -58,6 +58,9 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         "db_startup_retries": 0,
         # API tests run queued jobs in-process; tests/jobs/ run real workers and brokers.
         "celery_always_eager": True,
+        # One process per test app: the in-process cache keeps tests isolated and fast; a test
+        # that gives a REDIS_URL gets the Redis cache.
+        "cache_backend": "redis" if overrides.get("redis_url") else "memory",
         # Limits are off unless a test turns them on.
         "ratelimit_enabled": False,
     }

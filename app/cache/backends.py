@@ -6,8 +6,12 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
+import diskcache
 import redis
 from cachetools import TTLCache
+
+# Generation counters (see app.cache.store) are the keys with this prefix.
+COUNTER_PREFIX = "gen:"
 
 
 class CacheUnavailable(Exception):
@@ -68,7 +72,7 @@ class RedisBackend:
 
 
 class MemoryBackend:
-    """Per-process store for the embedded default (one gunicorn worker: see gunicorn.conf.py)."""
+    """Per-process store: for tests, and single-process use."""
 
     name = "memory"
 
@@ -92,6 +96,54 @@ class MemoryBackend:
         with self._lock:
             for key in keys:
                 self._counters[key] = self._counters.get(key, 0) + 1
+
+    def ping(self) -> None:
+        return None
+
+
+class DiskBackend:
+    """A SQLite-file store shared by every process on the host (diskcache): the embedded
+    default's web server, Celery worker and CLI see each other's invalidations.
+
+    Counters live in a store of their own that never evicts: an evicted counter would restart
+    at 0 and could make an old entry reachable again."""
+
+    name = "disk"
+
+    def __init__(self, directory: str, max_bytes: int, timeout_seconds: float) -> None:
+        self._entries = diskcache.Cache(
+            f"{directory}/entries",
+            size_limit=max_bytes,
+            timeout=timeout_seconds,
+            eviction_policy="least-recently-stored",
+        )
+        self._counters = diskcache.Cache(
+            f"{directory}/counters", timeout=timeout_seconds, eviction_policy="none"
+        )
+
+    def _store(self, key: str) -> diskcache.Cache:
+        return self._counters if key.startswith(COUNTER_PREFIX) else self._entries
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        try:
+            values = [self._store(key).get(key) for key in keys]
+        except diskcache.Timeout as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        # Counters are stored as integers (incr); callers get bytes like Redis gives.
+        return [str(v).encode() if isinstance(v, int) else v for v in values]
+
+    def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        try:
+            self._entries.set(key, value, expire=ttl_seconds)
+        except diskcache.Timeout as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    def incr_many(self, keys: Sequence[str]) -> None:
+        try:
+            for key in keys:
+                self._counters.incr(key, default=0)
+        except diskcache.Timeout as exc:
+            raise CacheUnavailable(str(exc)) from exc
 
     def ping(self) -> None:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app.cache import invalidation  # noqa: F401  (installs the session hooks)
-from app.cache.backends import CacheBackend, MemoryBackend, RedisBackend
+from app.cache.backends import CacheBackend, DiskBackend, MemoryBackend, RedisBackend
 from app.cache.store import ResponseCache
 from app.config import Settings
 
@@ -14,8 +14,17 @@ def init_cache(app: Flask, settings: Settings) -> ResponseCache | None:
     if not settings.cache_enabled:
         return None
     backend: CacheBackend
-    if settings.redis_url:
+    kind = settings.cache_backend
+    if kind == "auto":
+        kind = "redis" if settings.redis_url else "disk"
+    if kind == "redis":
+        if not settings.redis_url:
+            raise ValueError("CACHE_BACKEND=redis needs REDIS_URL")
         backend = RedisBackend(settings.redis_url, settings.cache_timeout_ms / 1000)
+    elif kind == "disk":
+        backend = DiskBackend(
+            settings.cache_dir, settings.cache_disk_max_bytes, settings.cache_timeout_ms / 1000
+        )
     else:
         backend = MemoryBackend(settings.cache_max_entries, settings.cache_ttl_seconds)
     cache = ResponseCache(backend, settings.cache_ttl_seconds, settings.cache_retry_after_seconds)

@@ -9,6 +9,7 @@ from celery import Celery, Task
 from celery._state import get_current_task
 from celery.schedules import crontab
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
+from celery.utils.log import get_multiprocessing_logger
 from flask import Flask
 
 from app.config import Settings
@@ -102,9 +103,12 @@ def init_celery(app: Flask, settings: Settings) -> Celery:
     def _json_logs(logger: logging.Logger, **_: Any) -> None:
         # Worker and beat log in the app's format (JSON by default), job ids included.
         if settings.log_format == "json":
-            for handler in logger.handlers:
-                handler.setFormatter(json_formatter())
-                handler.addFilter(_CeleryTaskFilter())
+            # Pool-process events (a child killed, out of memory) go to the multiprocessing
+            # logger, which has handlers of its own.
+            for target in (logger, get_multiprocessing_logger()):
+                for handler in target.handlers:
+                    handler.setFormatter(json_formatter())
+                    handler.addFilter(_CeleryTaskFilter())
 
     @worker_process_init.connect(weak=False)
     def _reset_pool_after_fork(**_: Any) -> None:

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Build and run the service the way the Dockerfile does, without a Docker engine.
+#
+#   scripts/build_like_dockerfile.sh [CMD...]
+#
+# Build stage: `python -m venv`, then `pip install --no-cache-dir -r requirements.lock` into it.
+# Runtime stage: app/, migrations/ and gunicorn.conf.py copied into an empty WORKDIR, the image's
+# ENV (APP_ENV=production, UPLOAD_DIR, PROMETHEUS_MULTIPROC_DIR, PATH with the venv first), and
+# nothing else of the caller's environment (`env -i`, as in a container).
+# Then, in that environment:
+#   1. `create_app()` with SECRET_KEY=change-me must refuse to start, naming SECRET_KEY;
+#   2. `flask --app app db upgrade` on a SQLite file;
+#   3. CMD (default: the Dockerfile's CMD) on GUNICORN_BIND=127.0.0.1:<free port> with random
+#      40-character secrets; /health and /ready must answer 200, /metrics must count the
+#      requests (summed over the gunicorn workers), the access log must be JSON;
+#   4. SIGTERM: gunicorn must stop cleanly.
+# Every check prints a `RESULT <name> ...` line; the script exits non-zero on the first failure.
+#
+# Environment: PYTHON (the base interpreter, default python3), KEEP_WORKDIR=1 to keep the build.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/build-like-dockerfile.XXXXXX")"
+VENV="$WORK/opt/venv"
+SRV="$WORK/srv/mediaamp"
+GUNICORN_PID=""
+
+log() { printf '%s\n' "$*" >&2; }
+result() { printf 'RESULT %s\n' "$*"; }
+fail() {
+  result "FAILED $*"
+  exit 1
+}
+
+cleanup() {
+  if [[ -n "$GUNICORN_PID" ]] && kill -0 "$GUNICORN_PID" 2>/dev/null; then
+    kill -KILL -- "-$GUNICORN_PID" 2>/dev/null || kill -KILL "$GUNICORN_PID" 2>/dev/null || true
+  fi
+  if [[ "${KEEP_WORKDIR:-0}" == "1" ]]; then
+    log "kept $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+
+if [[ $# -eq 0 ]]; then
+  # The runtime stage's CMD, exec form (a JSON array).
+  mapfile -t CMD < <("$PYTHON" - "$ROOT/Dockerfile" <<'EOF'
+import json, sys
+cmds = [line for line in open(sys.argv[1]) if line.startswith("CMD ")]
+print("\n".join(json.loads(cmds[-1][4:])))
+EOF
+)
+else
+  CMD=("$@")
+fi
+log "CMD: ${CMD[*]}"
+
+# --- build stage ------------------------------------------------------------------------------
+log "building $VENV from requirements.lock (this is the slow part)"
+"$PYTHON" -m venv "$VENV"
+cp "$ROOT/requirements.lock" "$WORK/requirements.lock"
+if ! PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+  "$VENV/bin/pip" install --no-cache-dir -r "$WORK/requirements.lock" >"$WORK/pip.log" 2>&1; then
+  tail -n 40 "$WORK/pip.log" >&2
+  fail "pip-install"
+fi
+result "pip-install ok"
+
+# --- runtime stage ----------------------------------------------------------------------------
+mkdir -p "$SRV" "$WORK/data/uploads" "$WORK/prometheus" "$WORK/home"
+cp -R "$ROOT/app" "$ROOT/migrations" "$ROOT/gunicorn.conf.py" "$SRV/"
+find "$SRV" -name __pycache__ -prune -exec rm -rf {} +  # .dockerignore: **/__pycache__
+
+SECRET_KEY="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(30))')"
+JWT_SECRET_KEY="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(30))')"
+PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+BASE_URL="http://127.0.0.1:$PORT"
+# The image's ENV, the secrets and database an operator would provide, and nothing else.
+RUNTIME_ENV=(
+  HOME="$WORK/home"
+  LANG=C.UTF-8
+  PATH="$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+  PYTHONUNBUFFERED=1
+  PYTHONDONTWRITEBYTECODE=1
+  APP_ENV=production
+  UPLOAD_DIR="$WORK/data/uploads"
+  PROMETHEUS_MULTIPROC_DIR="$WORK/prometheus"
+  DATABASE_URL="sqlite:///$WORK/app.db"
+  CELERY_BROKER_URL="sqla+sqlite:///$WORK/broker.sqlite"
+  JWT_SECRET_KEY="$JWT_SECRET_KEY"
+)
+in_image() { (cd "$SRV" && env -i "${RUNTIME_ENV[@]}" "$@"); }
+
+# 1. Placeholder secrets are refused in production.
+set +e
+refusal="$(in_image SECRET_KEY=change-me python -c 'from app import create_app; create_app()' 2>&1)"
+refusal_exit=$?
+set -e
+refusal_line="$(grep -m1 'SECRET_KEY' <<<"$refusal" || true)"
+result "refuse-placeholder exit=$refusal_exit $refusal_line"
+[[ $refusal_exit -ne 0 && -n "$refusal_line" ]] || fail "refuse-placeholder: $refusal"
+
+# 2. Migrations.
+if ! in_image SECRET_KEY="$SECRET_KEY" flask --app app db upgrade >"$WORK/migrate.log" 2>&1; then
+  cat "$WORK/migrate.log" >&2
+  fail "migrate"
+fi
+result "migrate ok"
+
+# 3. The CMD, on a free loopback port, with two workers (metrics must be summed over them).
+cd "$SRV"
+setsid env -i "${RUNTIME_ENV[@]}" SECRET_KEY="$SECRET_KEY" GUNICORN_BIND="127.0.0.1:$PORT" \
+  WEB_CONCURRENCY=2 "${CMD[@]}" >"$WORK/gunicorn.log" 2>&1 &
+GUNICORN_PID=$!
+cd "$ROOT"
+
+# fetch PATH: prints the status code; the body goes to $WORK/body, the headers to $WORK/headers.
+# The request id is `build-<path without slashes>` (`/health` -> `build-health`).
+fetch() {
+  curl -sS -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' --max-time 5 \
+    -H "X-Request-ID: build-${1//\//}" "$BASE_URL$1" 2>/dev/null || echo 000
+}
+
+status=000
+for _ in $(seq 1 150); do  # up to 30 s for gunicorn to serve
+  kill -0 "$GUNICORN_PID" 2>/dev/null || { cat "$WORK/gunicorn.log" >&2; fail "gunicorn exited"; }
+  status="$(fetch /health)"
+  [[ "$status" == 200 ]] && break
+  sleep 0.2
+done
+result "health $status $(cat "$WORK/body" 2>/dev/null)"
+[[ "$status" == 200 ]] || { cat "$WORK/gunicorn.log" >&2; fail "health"; }
+grep -qi '^Strict-Transport-Security:' "$WORK/headers" || fail "health: no HSTS in production"
+grep -qi '^X-Request-ID: build-health' "$WORK/headers" || fail "health: X-Request-ID"
+result "hsts present"
+
+READY_REQUESTS=6
+for _ in $(seq 1 "$READY_REQUESTS"); do
+  status="$(fetch /ready)"
+  [[ "$status" == 200 ]] || { cat "$WORK/body" >&2; fail "ready $status"; }
+done
+result "ready $status $(cat "$WORK/body")"
+
+status="$(fetch /metrics)"
+[[ "$status" == 200 ]] || fail "metrics $status"
+ready_count="$(in_image python - "$WORK/body" <<'EOF'
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+
+names = set()
+ready = 0.0
+for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for sample in family.samples:
+        names.add(sample.name)
+        labels = sample.labels
+        if (
+            sample.name == "http_requests_total"
+            and labels.get("endpoint") == "/ready"
+            and labels.get("status") == "200"
+        ):
+            ready += sample.value
+required = {
+    "http_requests_total",
+    "http_request_duration_seconds_bucket",
+    "loader_rows_logged_total",
+    "loader_last_success_timestamp_seconds",
+}
+missing = required - names
+if missing:
+    sys.exit(f"missing metrics: {sorted(missing)}")
+print(int(ready))
+EOF
+)" || fail "metrics content"
+result "metrics 200 ready_requests=$ready_count"
+[[ "$ready_count" == "$READY_REQUESTS" ]] || fail "metrics: /ready counted $ready_count times"
+
+if grep -q '"logger": "gunicorn.access"' "$WORK/gunicorn.log" \
+  && grep -q '"request_id": "build-ready"' "$WORK/gunicorn.log"; then
+  result "access-log json"
+else
+  cat "$WORK/gunicorn.log" >&2
+  fail "access-log: no JSON line with the request id"
+fi
+
+# 4. Graceful stop.
+kill -TERM "$GUNICORN_PID"
+stop_exit=0
+for _ in $(seq 1 150); do  # up to 30 s (gunicorn's graceful timeout)
+  kill -0 "$GUNICORN_PID" 2>/dev/null || break
+  sleep 0.2
+done
+if kill -0 "$GUNICORN_PID" 2>/dev/null; then
+  fail "gunicorn did not stop on SIGTERM"
+fi
+wait "$GUNICORN_PID" || stop_exit=$?
+GUNICORN_PID=""
+result "stopped exit=$stop_exit"
+[[ $stop_exit -eq 0 ]] || { cat "$WORK/gunicorn.log" >&2; fail "gunicorn exit $stop_exit"; }
+result "ok"
