@@ -53,7 +53,7 @@ def list_users(query: UserListQuery) -> Any:
 @bp.doc(
     summary="Change a user's email, role, active flag or password",
     description="The last active admin cannot be demoted or deactivated (409).",
-    responses=[401, 403, 404, 409, 422],
+    responses=[400, 401, 403, 404, 409, 422],
 )
 def update_user(user_id: int, body: AdminUserPatchIn) -> Any:
     return accounts.admin_update_user(

@@ -31,7 +31,7 @@ LOCATION_HEADER: Any = {"Location": {"description": "The job's status URL"}}
     summary="Run the daily task log now",
     description="Queues the loader for `date` (or today plus missed days). Idempotent: a day "
     "already logged logs nothing twice.",
-    responses=[401, 403, 422, 503],
+    responses=[400, 401, 403, 422, 503],
 )
 def start_daily_log(body: DailyLogJobIn) -> Any:
     job = job_service.start_daily_log_job(body.date, current_user())

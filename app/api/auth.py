@@ -20,7 +20,7 @@ bp = APIBlueprint("auth", __name__, tag={"name": "Auth", "description": "Account
 @limiter.limit(auth_limit, key_func=submitted_username)
 @bp.input(RegisterIn, arg_name="body")
 @bp.output(UserOut, status_code=201, description="The new account (role `user`)")
-@bp.doc(summary="Create an account", responses=[409, 422])
+@bp.doc(summary="Create an account", responses=[400, 409, 422])
 def register(body: RegisterIn) -> Any:
     return accounts.register_user(body.username, str(body.email), body.password)
 
@@ -30,7 +30,7 @@ def register(body: RegisterIn) -> Any:
 @limiter.limit(auth_limit, key_func=submitted_username)
 @bp.input(LoginIn, arg_name="body")
 @bp.output(TokenPairOut, description="An access token and a refresh token")
-@bp.doc(summary="Log in", responses=[401, 403, 422])
+@bp.doc(summary="Log in", responses=[400, 401, 403, 422])
 def login(body: LoginIn) -> Any:
     return sessions.login(body.username, body.password)
 
@@ -41,7 +41,7 @@ def login(body: LoginIn) -> Any:
 @bp.doc(
     summary="Rotate a refresh token",
     description="Presenting a refresh token that was already used revokes its whole session.",
-    responses=[401, 422],
+    responses=[400, 401, 422],
 )
 def refresh(body: RefreshIn) -> Any:
     return sessions.refresh(body.refresh_token)
@@ -74,7 +74,7 @@ def me() -> Any:
 @bp.doc(
     summary="Change email or password",
     description="A password change needs `current_password` and signs out all other sessions.",
-    responses=[401, 409, 422],
+    responses=[400, 401, 409, 422],
 )
 def update_me(body: MeUpdateIn) -> Any:
     change = accounts.ProfileChange(

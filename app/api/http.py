@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Request, Response, current_app, request
+from flask_cors import CORS
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
 from app.models.types import MAX_ID
@@ -59,8 +60,28 @@ def add_security_headers(response: Response) -> Response:
     return response
 
 
+CORS_EXPOSE_HEADERS = ["ETag", "Link", "X-Cache", "X-Request-ID", "Location", "Retry-After"]
+CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"]
+
+
+def install_cors(app: Flask, origins: list[str]) -> None:
+    """CORS for the configured browser origins only; none configured, no CORS headers at all.
+    Bearer tokens travel in a header, never in cookies, so credentials are not allowed."""
+    if not origins:
+        return
+    CORS(
+        app,
+        origins=origins,
+        expose_headers=CORS_EXPOSE_HEADERS,
+        allow_headers=CORS_ALLOW_HEADERS,
+        supports_credentials=False,
+    )
+
+
 def install(app: Flask) -> None:
     app.request_class = ApiRequest
     app.url_value_preprocessor(refuse_impossible_ids)
     app.before_request(require_json_content_type)
     app.after_request(add_security_headers)
+    settings = app.config.get("SETTINGS")
+    install_cors(app, list(getattr(settings, "cors_origins", None) or []))

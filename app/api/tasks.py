@@ -100,7 +100,7 @@ def list_tasks(query: TaskListQuery) -> Any:
 @bp.doc(
     summary="Create a task",
     description="A `user` can only assign a task to themselves.",
-    responses=[401, 403, 422],
+    responses=[400, 401, 403, 422],
 )
 def create_task(body: TaskCreateIn) -> Any:
     task = task_service.create_task(current_user(), task_service.NewTask(**body.model_dump()))
@@ -126,7 +126,7 @@ def get_task(task_id: int) -> Any:
     description="Only the fields in the body change; each change is recorded in the history. "
     + VISIBILITY
     + IF_MATCH_DOC,
-    responses=[401, 403, 404, 409, 412, 422],
+    responses=[400, 401, 403, 404, 409, 412, 422],
 )
 def update_task(task_id: int, body: TaskUpdateIn) -> Any:
     task = task_service.update_task(

@@ -9,7 +9,7 @@ from apiflask.fields import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.models import TaskPriority, TaskStatus
-from app.schemas.common import Output
+from app.schemas.common import Output, StrictInput
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "y", "active"})
 FALSE_WORDS = frozenset({"false", "0", "no", "n", "inactive"})
@@ -29,7 +29,7 @@ def parse_day(value: str) -> date:
         return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
 
 
-class CsvTaskRow(BaseModel):
+class CsvTaskRow(StrictInput):
     """One data row. Cells arrive as strings; empty optional cells mean "not given"."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)

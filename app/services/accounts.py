@@ -15,9 +15,12 @@ from app.services.context import passwords
 from app.services.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 
 
-def _commit_or_conflict() -> None:
-    """Commit; a unique-constraint race (two registrations of one name) becomes a 409."""
+def _commit_or_conflict(new: User | None = None) -> None:
+    """Add `new` and commit; a unique-constraint race (two registrations of one name) becomes a
+    409, whether the INSERT fails at the flush or at the commit."""
     try:
+        if new is not None:
+            user_repo.add_user(new)
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
@@ -39,8 +42,7 @@ def _create_account(username: str, email: str, password: str, role: Role) -> Use
         role=role,
         is_active=True,
     )
-    user_repo.add_user(user)
-    _commit_or_conflict()
+    _commit_or_conflict(user)
     return user
 
 

@@ -71,9 +71,19 @@ def mark_failed(job_id: str, error: str) -> None:
     db.session.commit()
 
 
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 def job_status(job_id: str, viewer: User) -> dict[str, Any]:
     """A job's state and progress. A daily-log job's state follows its loader runs. Admins see
     every job; moderators their own (their CSV imports); others' answer 404."""
+    if not _is_uuid(job_id):  # job ids are UUIDs; anything else (a NUL byte too) is no job
+        raise NotFound("job not found")
     job = job_repo.get_job(job_id)
     if job is None or (viewer.role != Role.ADMIN and job.created_by_id != viewer.id):
         raise NotFound("job not found")

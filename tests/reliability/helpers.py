@@ -5,9 +5,12 @@ teardown whatever happened), and `side_app`, an extra app that leaves the proces
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +139,110 @@ def running_redis(directory: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+PG_START_TIMEOUT = 20  # seconds for pg_ctl start/stop (crash recovery included)
+
+
+def postgres_binaries() -> Path:
+    """The directory of `initdb` and `pg_ctl` (PATH first, then the Debian layout)."""
+    found = shutil.which("initdb")
+    candidates = [Path(found).resolve().parent] if found else []
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for directory in candidates:
+        if (directory / "initdb").exists() and (directory / "pg_ctl").exists():
+            return directory
+    message = "initdb/pg_ctl are not installed"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster (initdb, trust auth) on a free local port, that a test can
+    stop (`pg_ctl stop -m immediate`: every backend killed, as in a crash) and start again on the
+    same port. PostgreSQL refuses to run as root: as root, every command runs as `postgres`."""
+
+    def __init__(self, bin_dir: Path, directory: Path) -> None:
+        self.bin_dir = bin_dir
+        self.directory = directory  # owned by the user that runs the server
+        self.data_dir = directory / "data"
+        self.log_path = directory / "server.log"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    @staticmethod
+    def as_server_user(argv: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+    def _run(self, *argv: str, timeout: float = PG_START_TIMEOUT) -> None:
+        completed = subprocess.run(
+            self.as_server_user([str(self.bin_dir / argv[0]), *argv[1:]]),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout + 5,
+            check=False,
+        )
+        if completed.returncode != 0:
+            log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+            output = (completed.stdout + completed.stderr).decode(errors="replace")
+            pytest.fail(f"{' '.join(argv[:1])} failed ({completed.returncode}):\n{output}\n{log}")
+
+    def init(self) -> None:
+        self._run(
+            "initdb", "-D", str(self.data_dir), "-U", "postgres", "-A", "trust",
+            "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions",
+        )  # fmt: skip
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 "
+            f"-c unix_socket_directories={self.directory}"
+        )
+        self._run(
+            "pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.log_path), "-w",
+            "-t", str(PG_START_TIMEOUT), "-o", options,
+        )  # fmt: skip
+
+    def stop(self, mode: str = "immediate") -> None:
+        self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", mode, "-w",
+                  "-t", str(PG_START_TIMEOUT))  # fmt: skip
+
+    def ensure_stopped(self) -> None:
+        """Teardown: stop the server whatever state it is in (a last resort: SIGKILL)."""
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return
+        subprocess.run(
+            self.as_server_user(
+                [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "immediate"]
+            ),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=PG_START_TIMEOUT,
+            check=False,
+        )
+        if pid_file.exists():
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A started cluster; stopped and its directory deleted at the end, whatever happened. The
+    directory is under the system temp dir, not pytest's (private to root, unreadable to the
+    `postgres` user)."""
+    bin_dir = postgres_binaries()
+    directory = Path(tempfile.mkdtemp(prefix="pg-fault-"))
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(directory, "postgres", "postgres")
+        server = PostgresServer(bin_dir, directory)
+        server.init()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.ensure_stopped()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

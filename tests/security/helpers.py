@@ -1,0 +1,31 @@
+"""Shared helpers of the security tests: database snapshots and logged-in headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import APIFlask
+from sqlalchemy import text
+
+from app.extensions import db
+
+# Tables an attack could change (sessions and last_login_at change on every login, so they are
+# left out: snapshots are taken after the logins).
+WATCHED_TABLES = ("users", "task_manager", "task_audit", "task_logger", "jobs")
+
+
+def snapshot(app: APIFlask, tables: tuple[str, ...] = WATCHED_TABLES) -> dict[str, list[Any]]:
+    """Every row of the watched tables, in a comparable form."""
+    rows: dict[str, list[Any]] = {}
+    with app.app_context():
+        db.session.remove()
+        with db.engine.connect() as conn:
+            for table in tables:
+                result = conn.execute(text(f"SELECT * FROM {table}"))
+                rows[table] = sorted((tuple(map(str, row)) for row in result), key=repr)
+    return rows
+
+
+def count_rows(app: APIFlask, table: str) -> int:
+    with app.app_context(), db.engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
