@@ -9,8 +9,6 @@ from typing import Any
 from apiflask import APIFlask, HTTPError
 from flask import g, request
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -118,24 +116,14 @@ def database_unavailable(exc: Exception) -> bool:
 
 
 def _discard_transaction() -> None:
-    """Roll back without leaving anything that would query the database again: code that runs
-    after the handler (the request log reads the user's id) must not wait on, or fail on, a dead
-    database. Loaded objects are detached first (a rollback would expire them); those already
-    expired by a commit keep their primary key, read from the identity map."""
+    """Roll back without anything querying the dead database again: loaded objects are detached
+    first, so nothing expires and reloads them (the request log reads the user's id from the
+    identity key, not from a query)."""
     session = db.session
-    states = [sa_inspect(obj) for obj in list(session.identity_map.values())]
     session.expunge_all()
     # The connection may be gone: the session is closed at teardown anyway.
     with contextlib.suppress(sa_exc.SQLAlchemyError):
         session.rollback()
-    for state in states:
-        obj = state.obj()
-        if obj is None or state.key is None:
-            continue
-        for column, value in zip(state.mapper.primary_key, state.key[1], strict=False):
-            key = state.mapper.get_property_by_column(column).key
-            if key not in state.dict:
-                set_committed_value(obj, key, value)
 
 
 def _from_database(exc: Exception) -> tuple[dict[str, Any], int, Any]:
