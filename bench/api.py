@@ -36,7 +36,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,12 +44,13 @@ from typing import Any
 
 import redis
 from flask_migrate import upgrade
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+
+from bench.common import DEFAULT_SERVER, throwaway_database
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = Path(__file__).resolve().parent / "wrk_api.lua"
-DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 PASSWORD = "bench-password-1234"  # noqa: S105 (a throwaway account in a throwaway database)
 LOGIN_PATH = "/login"
@@ -558,23 +558,6 @@ def describe(result: WrkResult) -> str:
 # --- main -----------------------------------------------------------------------------------
 
 
-@contextmanager
-def throwaway_database(server_url: str) -> Iterator[str]:
-    server = make_url(server_url)
-    name = f"mediaamp_bench_api_{uuid.uuid4().hex[:8]}"
-    admin: Engine = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    print(f"database: {name} (dropped at the end)")
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        print(f"dropped database {name}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000)
@@ -606,7 +589,7 @@ def main() -> None:
     servers: list[Server] = []
     try:
         with (
-            throwaway_database(args.server) as url,
+            throwaway_database(args.server, prefix="mediaamp_bench_api") as url,
             tempfile.TemporaryDirectory(prefix="bench-api-") as tmp,
         ):
             try:

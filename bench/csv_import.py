@@ -21,14 +21,13 @@ import os
 import resource
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
-DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from bench.common import DEFAULT_SERVER, throwaway_database
+
 HEADER = ("task_name", "description", "status", "priority", "created_at", "assigned_user")
 STATUSES = ("TRUE", "FALSE", "true", "1", "0", "yes", "No", "False")
 PRIORITIES = ("LOW", "medium", "High", "CRITICAL", "low", "MEDIUM", "HIGH")
@@ -68,31 +67,21 @@ def main() -> None:
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
     args = parser.parse_args()
 
-    server = make_url(args.server)
-    name = f"mediaamp_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    os.environ.update(
-        DATABASE_URL=url,
-        APP_ENV="testing",
-        CSV_BATCH_ROWS=str(args.batch_rows),
-        DB_STARTUP_RETRIES="0",
-        CACHE_ENABLED="false",
-    )
-    os.environ.pop("REDIS_URL", None)
-    try:
+    with throwaway_database(args.server) as url:
+        os.environ.update(
+            DATABASE_URL=url,
+            APP_ENV="testing",
+            CSV_BATCH_ROWS=str(args.batch_rows),
+            DB_STARTUP_RETRIES="0",
+            CACHE_ENABLED="false",
+        )
+        os.environ.pop("REDIS_URL", None)
         with tempfile.TemporaryDirectory(prefix="bench_csv_") as directory:
             path = Path(directory) / "tasks.csv"
             generate(path, args.rows)
             size_mb = path.stat().st_size / 1024 / 1024
             print(f"generated {args.rows:,} rows ({size_mb:.1f} MB) in {path.name}")
             run(path, args.rows, args.batch_rows)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run(path: Path, rows: int, batch_rows: int) -> None:

@@ -17,15 +17,14 @@ import argparse
 import os
 import resource
 import time
-import uuid
 from collections.abc import Callable
 from datetime import date
 
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
-DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from bench.common import DEFAULT_SERVER, throwaway_database
+
 DAY_RAW = date(2030, 1, 1)
 DAY_LOADER = date(2030, 1, 2)
 
@@ -59,24 +58,14 @@ def main() -> None:
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
     args = parser.parse_args()
 
-    server = make_url(args.server)
-    name = f"mediaamp_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    os.environ.update(
-        DATABASE_URL=url,
-        APP_ENV="testing",
-        LOADER_CHUNK_SIZE=str(args.chunk_size),
-        DB_STARTUP_RETRIES="0",
-    )
-    try:
+    with throwaway_database(args.server) as url:
+        os.environ.update(
+            DATABASE_URL=url,
+            APP_ENV="testing",
+            LOADER_CHUNK_SIZE=str(args.chunk_size),
+            DB_STARTUP_RETRIES="0",
+        )
         run(url, args.tasks)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run(url: str, tasks: int) -> None:

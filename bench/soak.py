@@ -29,7 +29,6 @@ import redis
 
 from bench.api import (
     DEFAULT_REDIS,
-    DEFAULT_SERVER,
     PASSWORD,
     Server,
     http,
@@ -37,8 +36,8 @@ from bench.api import (
     seed,
     start_server,
     stop_server,
-    throwaway_database,
 )
+from bench.common import DEFAULT_SERVER, throwaway_database
 
 RSS_GROWTH_TARGET = 0.10
 

@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import shelve
-import shutil
 import signal
 import socket
 import subprocess
@@ -54,8 +53,6 @@ from app.services.context import passwords
 from tests.conftest import (
     REQUIRE_SERVICES,
     TEST_PASSWORD,
-    ThrowawayPostgresDatabase,
-    require_postgres,
 )
 from tests.conftest import test_settings as settings_for
 
@@ -148,17 +145,6 @@ class Services:
             service.stop()
 
 
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    registry = Services(tmp_path)
-    try:
-        yield registry
-    finally:
-        registry.stop_all()
-        # Captured output: pytest prints it for a failed test only.
-        print(registry.outputs())
-
-
 def wait_until(
     condition: Callable[[], bool],
     what: str,
@@ -217,42 +203,6 @@ def skip_or_fail(message: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message + " (REQUIRE_SERVICES=1)")
     pytest.skip(message)
-
-
-@pytest.fixture
-def redis_url(services: Services, tmp_path: Path) -> str:
-    """A Redis server of this test's own (no persistence), so parallel runs never share a queue."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        skip_or_fail("redis-server is not installed")
-    assert binary is not None
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    args += ["--appendonly", "no", "--dir", str(tmp_path)]
-    services.start("redis", args, dict(os.environ))
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
-
-    def answers() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    wait_until(answers, "redis-server answering", services, timeout=10)
-    client.close()
-    return url
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    require_postgres()
-    throwaway = ThrowawayPostgresDatabase(prefix="mediaamp_e2e")
-    url = throwaway.create()
-    try:
-        yield url
-    finally:
-        throwaway.drop()
 
 
 @pytest.fixture(autouse=True)

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from apiflask import APIFlask
 from celery import _state as celery_state
 from flask.testing import FlaskClient
@@ -34,12 +31,10 @@ from app.extensions import db
 from app.models import Role, Task, TaskAuditEntry, User
 from app.models.enums import AuditAction
 from app.services.context import passwords
-from tests.conftest import TEST_PASSWORD, ThrowawayPostgresDatabase, require_postgres
+from tests.conftest import TEST_PASSWORD
 from tests.conftest import test_settings as settings_for
 from tests.jobs.test_celery_e2e import (
     Services,
-    free_port,
-    skip_or_fail,
     start_worker,
     wait_until,
     worker_env,
@@ -82,54 +77,6 @@ def json_of(response: Any) -> dict[str, Any]:
 
 
 # --- fixtures: processes, broker, database, app --------------------------------------------
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    registry = Services(logs)
-    try:
-        yield registry
-    finally:
-        registry.stop_all()
-        print(registry.outputs())  # pytest shows it for a failed test
-
-
-@pytest.fixture
-def redis_url(services: Services, tmp_path: Path) -> str:
-    """A Redis server of this test's own, on a free port, without persistence."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        skip_or_fail("redis-server is not installed")
-    assert binary is not None
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    args += ["--appendonly", "no", "--dir", str(tmp_path)]
-    services.start("redis", args, dict(os.environ))
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
-
-    def answers() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    wait_until(answers, "redis-server answering", services, timeout=10)
-    client.close()
-    return url
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    require_postgres()
-    throwaway = ThrowawayPostgresDatabase(prefix="mediaamp_csvjob")
-    url = throwaway.create()
-    try:
-        yield url
-    finally:
-        throwaway.drop()
 
 
 @pytest.fixture
