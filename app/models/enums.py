@@ -22,10 +22,6 @@ class TaskPriority(StrEnum):
     HIGH = "HIGH"
     CRITICAL = "CRITICAL"
 
-    @property
-    def rank(self) -> int:
-        return PRIORITY_ORDER.index(self)
-
 
 PRIORITY_ORDER = (TaskPriority.LOW, TaskPriority.MEDIUM, TaskPriority.HIGH, TaskPriority.CRITICAL)
 

@@ -75,9 +75,3 @@ def count_users_by_role() -> dict[str, int]:
     counts = {role.value: 0 for role in Role}
     counts.update({row[0].value: row[1] for row in rows})
     return counts
-
-
-def get_users_by_ids(ids: set[int]) -> dict[int, User]:
-    if not ids:
-        return {}
-    return {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(ids)))}

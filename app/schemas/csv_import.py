@@ -106,9 +106,3 @@ class ImportReportOut(Output):
     users_created: int = Field(description="Inactive accounts made for unknown assignees")
     dry_run: bool
     errors: list[ImportErrorOut] = Field(description="The first 100 row errors")
-
-
-class ImportJobAccepted(Output):
-    job_id: str
-    state: str
-    status_url: str
