@@ -23,7 +23,9 @@ from app.api import (  # noqa: F401  (current_user registers the token callbacks
     tasks,
 )
 from app.api.errors import register_error_handlers
+from app.api.json_provider import install_json
 from app.api.rate_limits import init_rate_limits
+from app.auth.tokens import VerifiedTokens
 from app.cache.setup import init_cache
 from app.config import Settings, load_settings
 from app.extensions import db, migrate
@@ -46,12 +48,14 @@ def create_app(settings: Settings | None = None) -> APIFlask:
         spec_path="/openapi.json",
     )
     app.config.update(settings.flask_config())
+    install_json(app)
     app.config.update(docs.docs_config())
     configure_logging(settings.log_format, settings.log_level)
 
     if settings.database_url.startswith("sqlite"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
+    database.install_connection_rules(app, settings.db_ping_idle_seconds)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
 
     install_request_logging(app)  # first: every later hook and handler logs with the request id
@@ -63,6 +67,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     app.register_blueprint(docs.bp)
 
     init_cache(app, settings)
+    app.extensions["verified_tokens"] = VerifiedTokens(settings.session_memory_max_entries)
     init_rate_limits(app, settings)
     init_celery(app, settings)
     from app.cli import register_commands

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     db_max_overflow: int = 10
     db_connect_timeout_seconds: int = 5
     db_statement_timeout_ms: int = 15_000
+    # A pooled PostgreSQL connection idle longer than this is pinged before use (a restarted or
+    # vanished server is noticed before a request fails on it); busier ones are not, which
+    # saves a round trip per request. A connection that fails anyway invalidates the pool.
+    db_ping_idle_seconds: float = Field(default=5.0, ge=0)
     db_startup_retries: int = 5
     db_startup_backoff_seconds: float = 0.5
 
@@ -89,6 +93,9 @@ class Settings(BaseSettings):
     cache_timeout_ms: int = Field(default=50, gt=0)
     cache_retry_after_seconds: float = Field(default=5.0, ge=0)
     cache_max_entries: int = Field(default=10_000, gt=0)
+    # Verified sessions (and access tokens) each process remembers, so hot reads need no auth
+    # query (app.auth.session_memory; sessions only with the cache on: its counters guard them).
+    session_memory_max_entries: int = Field(default=10_000, gt=0)
 
     # Rate limits (Flask-Limiter; Redis at REDIS_URL so gunicorn workers share the counts).
     ratelimit_enabled: bool = True
@@ -165,10 +172,11 @@ class Settings(BaseSettings):
     def flask_config(self) -> dict[str, Any]:
         """The Flask/extension configuration derived from these settings."""
         is_sqlite = self.database_url.startswith("sqlite")
-        engine_options: dict[str, Any] = {"pool_pre_ping": True}
+        engine_options: dict[str, Any] = {}
         if is_sqlite:
-            engine_options["connect_args"] = {"timeout": 15}
+            engine_options.update(pool_pre_ping=True, connect_args={"timeout": 15})
         else:
+            # Pinged by app.database only when idle for a while (DB_PING_IDLE_SECONDS).
             engine_options.update(
                 pool_size=self.db_pool_size,
                 max_overflow=self.db_max_overflow,

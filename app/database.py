@@ -1,4 +1,5 @@
-"""Engine set-up that the extensions do not do themselves: SQLite pragmas, start-up retry."""
+"""Engine set-up that the extensions do not do themselves: SQLite pragmas, pinging idle
+PostgreSQL connections, read-only requests without a transaction, start-up retry."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy import event, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.orm import Session
 
 from app.extensions import db
 
@@ -26,6 +28,52 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=15000")
         cursor.close()
+
+
+READ_ONLY = "read_only"  # Session.info flag: this session only reads (see `read_in_autocommit`)
+_LAST_USED = "last_used"  # connection record info: time.monotonic() of its last check-in
+
+
+def install_connection_rules(app: Flask, ping_idle_seconds: float) -> None:
+    """PostgreSQL connections: ping one idle longer than `ping_idle_seconds` before handing it
+    out (SQLAlchemy's pool_pre_ping pings every checkout: a round trip per request), and run
+    read-only sessions in autocommit (`read_in_autocommit`)."""
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name != "postgresql":
+        return
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle = time.monotonic() - record.info.get(_LAST_USED, 0.0)
+        if idle <= ping_idle_seconds:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except Exception as exc:
+            # The pool discards this connection and hands out another (up to three times).
+            raise DisconnectionError(f"idle connection is dead: {exc}") from exc
+
+    @event.listens_for(engine, "checkin")
+    def _mark_used(dbapi_connection: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+        if getattr(dbapi_connection, "autocommit", False):
+            dbapi_connection.autocommit = False
+
+
+@event.listens_for(Session, "after_begin")
+def read_in_autocommit(session: Session, _transaction: Any, connection: Connection) -> None:
+    """A session flagged read-only (GET requests) runs its statements in autocommit: no BEGIN
+    and no ROLLBACK round trips around its queries. Each statement still sees a consistent
+    snapshot of its own. Set before the first statement, while the connection is idle; the
+    check-in above turns it off again."""
+    if not session.info.get(READ_ONLY) or connection.dialect.name != "postgresql":
+        return
+    dbapi_connection = connection.connection.dbapi_connection
+    if dbapi_connection is not None and not dbapi_connection.autocommit:
+        dbapi_connection.autocommit = True
 
 
 class DatabaseUnavailable(RuntimeError):

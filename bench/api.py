@@ -151,9 +151,10 @@ def seed(url: str, tasks: int, users: int, log_days: int) -> Seeded:
                         text(
                             """
                             INSERT INTO task_logger (task_id, log_date, status, priority,
-                                                     assigned_user_id, created_at)
+                                                     assigned_user_id, created_at,
+                                                     task_created_at)
                             SELECT id, current_date - :back, status, priority, assigned_user_id,
-                                   (current_date - :back) + interval '5 minutes'
+                                   (current_date - :back) + interval '5 minutes', created_at
                             FROM task_manager ORDER BY id
                             """
                         ),

@@ -3,8 +3,9 @@
     gunicorn -c gunicorn.conf.py "bench.ceiling_app:create_app()"
 
 Every path answers a JSON page like GET /tasks?per_page=20: 20 task-like items and the page
-fields, serialised on each request by Flask's JSON provider (the API's own, in the same debug
-mode, so the bodies match). A request without `Authorization: Bearer <something>` gets a 401.
+fields, serialised on each request by the API's own JSON provider (app.api.json_provider, in the
+same debug mode, so the bodies match byte for byte). A request without
+`Authorization: Bearer <something>` gets a 401.
 
 CEILING_PAGE_FILE names a JSON file holding a real page of the API (bench/api.py saves one) to
 serve as is; without it a synthetic page of the same shape is built. APP_ENV=development turns on
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+
+from app.api.json_provider import install_json
 
 PRIORITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 
@@ -60,6 +63,7 @@ def load_page() -> dict[str, Any]:
 def create_app() -> Flask:
     app = Flask(__name__)
     app.config["DEBUG"] = os.environ.get("APP_ENV", "development") == "development"
+    install_json(app)  # the API's serialiser: the ceiling measures what the API could at best
     page = load_page()
 
     @app.get("/health")

@@ -30,8 +30,9 @@ DAY_LOADER = date(2030, 1, 2)
 
 RAW_SQL = text(
     """
-    INSERT INTO task_logger (task_id, log_date, status, priority, assigned_user_id, created_at)
-    SELECT id, :day, status, priority, assigned_user_id, now()
+    INSERT INTO task_logger (task_id, log_date, status, priority, assigned_user_id, created_at,
+                             task_created_at)
+    SELECT id, :day, status, priority, assigned_user_id, now(), created_at
     FROM task_manager
     WHERE status = 'active' AND deleted_at IS NULL
     ON CONFLICT (task_id, log_date) DO NOTHING

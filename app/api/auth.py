@@ -6,7 +6,7 @@ from typing import Any
 
 from apiflask import APIBlueprint
 
-from app.api.current_user import current_principal, current_user
+from app.api.current_user import current_account, current_principal
 from app.api.rate_limits import auth_limit, client_ip, limiter, submitted_username
 from app.extensions import token_auth
 from app.schemas.users import LoginIn, MeUpdateIn, RefreshIn, RegisterIn, TokenPairOut, UserOut
@@ -64,7 +64,7 @@ def logout() -> tuple[str, int]:
 @bp.output(UserOut)
 @bp.doc(summary="The current account")
 def me() -> Any:
-    return current_user()
+    return current_account()
 
 
 @bp.patch("/me")
@@ -82,4 +82,4 @@ def update_me(body: MeUpdateIn) -> Any:
         new_password=body.password,
         current_password=body.current_password,
     )
-    return accounts.update_profile(current_user(), change, current_principal().family_id)
+    return accounts.update_profile(current_account(), change, current_principal().family_id)

@@ -10,15 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
-from flask import Response, make_response, request
+from flask import Response, current_app, g, make_response, request
 
-from app.api.current_user import current_user
+from app.auth.tokens import AccessClaims
 from app.cache.invalidation import STAFF_SCOPE, current_cache, user_scope
-from app.cache.store import scope_generation
-from app.models import Role, User
+from app.cache.store import Lookup, scope_generation
+from app.extensions import token_auth
+from app.models import Role
+from app.services import sessions
+from app.services.actor import Actor
 
 STORED_HEADERS = ("Link", "ETag", "Content-Type")
 
@@ -51,13 +55,13 @@ def if_match_tags() -> set[str] | None:
     return {"*"} if tags.star_tag else set(tags.as_set(include_weak=False))
 
 
-def caller_scope(user: User) -> str:
+def caller_scope(user: Actor) -> str:
     """What the caller may see: `user:<id>` for users; admins (who also see soft-deleted tasks)
     and moderators share the staff generation but not cache entries."""
     return user_scope(user.id) if user.role == Role.USER else user.role.value
 
 
-def scope_generations(user: User) -> list[str]:
+def scope_generations(user: Actor) -> list[str]:
     scope = user_scope(user.id) if user.role == Role.USER else STAFF_SCOPE
     return [scope_generation(scope)]
 
@@ -89,34 +93,86 @@ def _decode(stored: bytes) -> Response:
     return response
 
 
-def cached(generations: Callable[..., Sequence[str]]) -> Callable[[Any], Any]:
-    """Cache a GET view. `generations(user, **view_args)` names the counters guarding it."""
+Generations = Callable[..., Sequence[str]]
+CACHE_GENERATIONS = "cache_generations"  # attribute of a cached view: its `generations`
+PREFETCHED = "cache_prefetched"  # g: the answer read along with the session's counters
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """Where a caller's answer to this request is cached: a key prefix (endpoint, the caller's
+    scope, view arguments and every query parameter) and the generations guarding it."""
+
+    prefix: str
+    generations: tuple[str, ...]
+
+
+def cache_plan(generations: Generations, actor: Actor, view_args: dict[str, Any]) -> CachePlan:
+    params = "&".join(sorted(f"{k}={v}" for k, v in request.args.items(multi=True)))
+    prefix = f"{request.endpoint}:{caller_scope(actor)}:{view_args}:{params}"
+    digest = hashlib.sha256(prefix.encode()).hexdigest()[:40]
+    return CachePlan(digest, tuple(generations(actor, **view_args)))
+
+
+def read_cached_answer_with_session(claims: AccessClaims) -> list[bytes] | None:
+    """For a cached GET, read the caller's cached answer in the same round trip as the counters
+    that confirm their session (`sessions.session_counters`), planning the read with the role
+    the session had last time. Returns those counters (global first) for `confirm_session`;
+    None when the endpoint is not cached or the cache is unavailable. The answer is used only
+    if the confirmed role turns out to be the one planned with (see `cached`)."""
+    cache = current_cache()
+    view = current_app.view_functions.get(request.endpoint or "")
+    generations: Generations | None = getattr(view, CACHE_GENERATIONS, None)
+    if cache is None or generations is None:
+        return None
+    role = sessions.remembered_role(claims) or next(
+        (r for r in Role if r.value == claims.role), Role.USER
+    )
+    guess = sessions.Principal(id=claims.user_id, role=role, family_id=claims.family_id)
+    plan = cache_plan(generations, guess, request.view_args or {})
+    session_counters = sessions.session_counters(claims.user_id)
+    looked = cache.lookup(plan.prefix, plan.generations, also_read=session_counters)
+    if looked is None:
+        return None
+    setattr(g, PREFETCHED, ((guess.id, guess.role), looked))
+    return [looked.counters[0], *looked.also_read]
+
+
+def _prefetched(actor: Actor) -> Lookup | None:
+    """The answer read with the session's counters, if it was planned for this very caller."""
+    prefetched: tuple[tuple[int, Role], Lookup] | None = g.pop(PREFETCHED, None)
+    if prefetched is None or prefetched[0] != (actor.id, actor.role):
+        return None
+    return prefetched[1]
+
+
+def cached(generations: Generations) -> Callable[[Any], Any]:
+    """Cache a GET view. `generations(actor, **view_args)` names the counters guarding it."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Response:
             cache = current_cache()
-            user = current_user()
-            key = None
+            looked = None
             if cache is not None:
-                params = "&".join(sorted(f"{k}={v}" for k, v in request.args.items(multi=True)))
-                prefix = f"{request.endpoint}:{caller_scope(user)}:{kwargs}:{params}"
-                digest = hashlib.sha256(prefix.encode()).hexdigest()[:40]
-                key = cache.versioned_key(digest, generations(user, **kwargs))
-            if cache is not None and key is not None:
-                stored = cache.get(key)
-                if stored is not None:
-                    hit = _decode(stored)
-                    hit.headers["X-Cache"] = "HIT"
-                    return _not_modified(hit)
+                actor = cast(Actor, token_auth.current_user)
+                looked = _prefetched(actor)
+                if looked is None:
+                    plan = cache_plan(generations, actor, kwargs)
+                    looked = cache.lookup(plan.prefix, plan.generations)
+            if looked is not None and looked.entry is not None:
+                hit = _decode(looked.entry)
+                hit.headers["X-Cache"] = "HIT"
+                return _not_modified(hit)
             response = make_response(view(*args, **kwargs))
             if response.status_code == 200:
                 response.headers.setdefault("ETag", body_etag(response.get_data()))
-                if cache is not None and key is not None:
-                    cache.set(key, _encode(response))
-            response.headers["X-Cache"] = "MISS" if key is not None else "BYPASS"
+                if cache is not None and looked is not None:
+                    cache.set(looked.key, _encode(response))
+            response.headers["X-Cache"] = "MISS" if looked is not None else "BYPASS"
             return _not_modified(response)
 
+        setattr(wrapper, CACHE_GENERATIONS, generations)
         return wrapper
 
     return decorator

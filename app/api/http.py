@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Request, Response, current_app, request
+from flask.sessions import NullSession, SecureCookieSessionInterface
 from flask_cors import CORS
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
+from app.database import READ_ONLY
+from app.extensions import db
 from app.models.types import MAX_ID
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 class ApiRequest(Request):
@@ -30,6 +34,14 @@ class ApiRequest(Request):
         raise BadRequest("The body is not valid JSON.") from e
 
 
+class NoCookieSessions(SecureCookieSessionInterface):
+    """The API is stateless (bearer tokens, never cookies): no request opens a cookie session,
+    which would otherwise cost every request a signature check of a cookie nobody sends."""
+
+    def open_session(self, app: Flask, request: Request) -> NullSession:
+        return self.make_null_session(app)
+
+
 def require_json_content_type() -> None:
     """A JSON endpoint answers 415 to any other media type, before the body is read."""
     if request.method not in BODY_METHODS or request.endpoint is None:
@@ -42,6 +54,19 @@ def require_json_content_type() -> None:
     expects_json = "body" in spec and spec.get("content_type") == "application/json"
     if expects_json and has_body and not request.is_json:
         raise UnsupportedMediaType("Send the body as application/json.")
+
+
+def reads_only() -> None:
+    """GET and HEAD change nothing: their database session reads without a transaction."""
+    if request.method in READ_METHODS:
+        db.session.info[READ_ONLY] = True
+
+
+def end_reads_only(_error: BaseException | None) -> None:
+    """Give the read-only session's connection back now (it leaves autocommit on check-in), so
+    that work done later in the same app context (tests, CLI) gets a transaction again."""
+    if db.session.registry.has() and db.session.info.pop(READ_ONLY, False):
+        db.session.close()
 
 
 def refuse_impossible_ids(_endpoint: str | None, values: dict[str, Any] | None) -> None:
@@ -80,7 +105,10 @@ def install_cors(app: Flask, origins: list[str]) -> None:
 
 def install(app: Flask) -> None:
     app.request_class = ApiRequest
+    app.session_interface = NoCookieSessions()
     app.url_value_preprocessor(refuse_impossible_ids)
+    app.before_request(reads_only)
+    app.teardown_request(end_reads_only)
     app.before_request(require_json_content_type)
     app.after_request(add_security_headers)
     settings = app.config.get("SETTINGS")

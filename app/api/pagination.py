@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from flask import request
-from flask_sqlalchemy.pagination import Pagination
+
+
+class Pagination(Protocol):
+    """A page of a list: Flask-SQLAlchemy's Pagination, or app.services.pages.Page."""
+
+    @property
+    def items(self) -> Any: ...
+
+    @property
+    def page(self) -> int: ...
+
+    @property
+    def per_page(self) -> int: ...
+
+    @property
+    def total(self) -> int | None: ...
+
+    @property
+    def pages(self) -> int: ...
 
 
 def page_body(pagination: Pagination) -> dict[str, Any]:

@@ -17,10 +17,10 @@ from app.api.caching import (
     scope_generations,
 )
 from app.api.current_user import current_user
-from app.api.pagination import paginated
+from app.api.pagination import Pagination, paginated
 from app.cache.store import date_generation, task_generation
 from app.extensions import token_auth
-from app.models import Role, User
+from app.models import Role
 from app.repositories.tasks import TaskFilters
 from app.schemas.common import PageQuery
 from app.schemas.tasks import (
@@ -33,6 +33,7 @@ from app.schemas.tasks import (
 )
 from app.services import task_logs as log_service
 from app.services import tasks as task_service
+from app.services.actor import Actor
 
 bp = APIBlueprint(
     "tasks", __name__, tag={"name": "Tasks", "description": "Tasks, their history and the list"}
@@ -50,7 +51,7 @@ VISIBILITY = (
 )
 
 
-def _list_generations(user: User) -> list[str]:
+def _list_generations(user: Actor) -> list[str]:
     day = request.args.get("date")
     return scope_generations(user) + ([date_generation(day)] if day else [])
 
@@ -82,6 +83,7 @@ def list_tasks(query: TaskListQuery) -> Any:
         due_to=query.due_to,
         sort=query.sort_terms(),
     )
+    page: Pagination
     if query.date is not None:
         page = log_service.log_view(
             current_user(), query.date, filters, query.deleted, query.page, query.per_page

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
+from cachetools import LRUCache
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["sub", "role", "jti", "fid", "exp", "iat", "nbf", "iss", "typ"]
@@ -27,6 +29,8 @@ class AccessClaims:
     role: str
     jti: str
     family_id: str
+    valid_from: float = 0.0  # Unix time: the later of iat and nbf
+    expires_at: float = float("inf")  # Unix time (exp)
 
 
 class InvalidToken(Exception):
@@ -88,7 +92,30 @@ def decode_access_token(token: str, *, secret: str, issuer: str) -> AccessClaims
         role=str(claims["role"]),
         jti=str(claims["jti"]),
         family_id=str(claims["fid"]),
+        valid_from=max(float(claims["iat"]), float(claims["nbf"])),
+        expires_at=float(claims["exp"]),
     )
+
+
+class VerifiedTokens:
+    """The claims of access tokens this process has verified, by the exact token text: a token
+    presented again is neither parsed nor its signature recomputed, only its validity window is
+    checked again (as PyJWT does, with no leeway). Bounded; thread-safe."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._claims: LRUCache[str, AccessClaims] = LRUCache(maxsize=max_entries)
+        self._lock = threading.Lock()
+
+    def recall(self, token: str, now: float) -> AccessClaims | None:
+        with self._lock:
+            claims = self._claims.get(token)
+        if claims is None or not claims.valid_from <= now < claims.expires_at:
+            return None
+        return claims
+
+    def remember(self, token: str, claims: AccessClaims) -> None:
+        with self._lock:
+            self._claims[token] = claims
 
 
 def new_refresh_token() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Sequence
 from typing import Protocol
@@ -18,10 +19,22 @@ class CacheUnavailable(Exception):
     """The store did not answer (down, or slower than its timeout)."""
 
 
+def versioned(prefix: str, versions: Sequence[bytes]) -> str:
+    """An entry's key: its prefix and the versions of the counters that guard it."""
+    return f"{prefix}:v{b'.'.join(versions).decode()}"
+
+
 class CacheBackend(Protocol):
     name: str
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    def lookup(
+        self, counters: Sequence[str], prefix: str, versioned_by: int
+    ) -> tuple[list[bytes], bytes | None]:
+        """In one read: the values of `counters` (b"0" for one never bumped), and the entry
+        stored under `versioned(prefix, <the first versioned_by of those values>)`."""
+        ...
 
     def set(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
 
@@ -30,22 +43,85 @@ class CacheBackend(Protocol):
     def ping(self) -> None: ...
 
 
+class _TwoStepLookup:
+    """`lookup` as two reads, for the in-process stores (where a read costs no round trip)."""
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        raise NotImplementedError
+
+    def lookup(
+        self, counters: Sequence[str], prefix: str, versioned_by: int
+    ) -> tuple[list[bytes], bytes | None]:
+        values = [v or b"0" for v in self.get_many(counters)]
+        return values, self.get_many([versioned(prefix, values[:versioned_by])])[0]
+
+
+# The Redis `lookup`: counters and entry in one round trip, read atomically. Mirrors `versioned`.
+# KEYS[1] is the seeded counter (see RedisBackend): found missing, it is seeded with ARGV[3].
+_LOOKUP_SCRIPT = """
+local values = redis.call('MGET', unpack(KEYS))
+if not values[1] then
+  redis.call('SET', KEYS[1], ARGV[3], 'NX')
+  values[1] = redis.call('GET', KEYS[1])
+end
+local versions = {}
+for i = 1, #KEYS do
+  if not values[i] then values[i] = '0' end
+  if i <= tonumber(ARGV[2]) then versions[i] = values[i] end
+end
+values[#KEYS + 1] = redis.call('GET', ARGV[1] .. ':v' .. table.concat(versions, '.'))
+return values
+"""
+
+
+def _seed() -> int:
+    """A random starting value for a seeded counter (room left for 2**62 increments)."""
+    return secrets.randbits(62)
+
+
 class RedisBackend:
-    """Redis with short timeouts: a slow or dead Redis costs a request at most the timeout."""
+    """Redis with short timeouts: a slow or dead Redis costs a request at most the timeout.
+
+    Redis may lose its data (a restart without persistence, FLUSHDB), and counters would then
+    start again from 0 and reach values they had before: an entry remembered outside Redis under
+    an old value (app.auth.session_memory) could match again. So `seeded_counter` (the global
+    generation, read and bumped with every other) is never created at 0 but at a random value,
+    which the lost data's values will not meet again."""
 
     name = "redis"
 
-    def __init__(self, url: str, timeout_seconds: float) -> None:
+    def __init__(self, url: str, timeout_seconds: float, seeded_counter: str) -> None:
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
             retry_on_timeout=False,
         )
+        self._seeded = seeded_counter
+        # EVALSHA, loading the script again if the server lost it (restart, SCRIPT FLUSH).
+        self._lookup = self._client.register_script(_LOOKUP_SCRIPT)
+
+    def lookup(
+        self, counters: Sequence[str], prefix: str, versioned_by: int
+    ) -> tuple[list[bytes], bytes | None]:
+        if not counters or counters[0] != self._seeded:
+            raise ValueError(f"lookup reads {self._seeded} first")
+        try:
+            reply = self._lookup(keys=list(counters), args=[prefix, versioned_by, _seed()])
+        except redis.RedisError as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        # A missing entry (GET's nil) ends the reply's array early.
+        values = list(reply[: len(counters)])
+        entry = reply[len(counters)] if len(reply) > len(counters) else None
+        return values, entry
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         try:
-            return list(self._client.mget(list(keys)))  # type: ignore[arg-type]
+            values: list[bytes | None] = list(self._client.mget(list(keys)))  # type: ignore[arg-type]
+            if self._seeded in keys and values[keys.index(self._seeded)] is None:
+                self._client.set(self._seeded, _seed(), nx=True)  # only after a loss of data
+                values = list(self._client.mget(list(keys)))  # type: ignore[arg-type]
+            return values
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
 
@@ -58,6 +134,8 @@ class RedisBackend:
     def incr_many(self, keys: Sequence[str]) -> None:
         try:
             pipe = self._client.pipeline(transaction=False)
+            if self._seeded in keys:
+                pipe.set(self._seeded, _seed(), nx=True)
             for key in keys:
                 pipe.incr(key)
             pipe.execute()
@@ -71,7 +149,7 @@ class RedisBackend:
             raise CacheUnavailable(str(exc)) from exc
 
 
-class MemoryBackend:
+class MemoryBackend(_TwoStepLookup):
     """Per-process store: for tests, and single-process use."""
 
     name = "memory"
@@ -101,7 +179,7 @@ class MemoryBackend:
         return None
 
 
-class DiskBackend:
+class DiskBackend(_TwoStepLookup):
     """A SQLite-file store shared by every process on the host (diskcache): the embedded
     default's web server, Celery worker and CLI see each other's invalidations.
 

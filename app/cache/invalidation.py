@@ -4,22 +4,39 @@ It hooks the ORM session, so every write path (services, imports, admin purge) i
 without each one remembering to invalidate: after a flush the changed tasks' generations are
 collected, and after the commit they are bumped. Core statements that bypass the ORM (the
 daily loader's INSERT ... SELECT, bulk imports) bump their own generations.
+
+The same hooks guard what processes remember of verified sessions (app.auth.session_memory): a
+change to a user's role or active flag, a deleted user, or a revoked token family bumps that
+user's auth generation. A bulk UPDATE or DELETE of users or families names the user it is about
+with the execution option `sessions_of_user`; one that does not bumps everything.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 from typing import Any
 
 from flask import current_app, has_app_context
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
-from app.cache.store import GLOBAL_GENERATION, ResponseCache, scope_generation, task_generation
-from app.models import Task
+from app.cache.store import (
+    GLOBAL_GENERATION,
+    ResponseCache,
+    auth_generation,
+    date_generation,
+    scope_generation,
+    task_generation,
+)
+from app.models import Task, TokenFamily, User
+from app.repositories.tasks import TaskScope
 
 STAFF_SCOPE = "staff"  # admins and moderators see every task
 PENDING_KEY = "pending_cache_generations"
+SESSIONS_OF_USER = "sessions_of_user"  # execution option: the user a bulk statement is about
+# What a remembered session holds: a change to these ends or alters the user's sessions.
+SESSION_ATTRIBUTES = ("role", "is_active")
 
 
 def user_scope(user_id: int) -> str:
@@ -38,6 +55,16 @@ def generations_of_task(task: Task) -> set[str]:
     return names
 
 
+def list_generations(scope: TaskScope, log_date: date | None = None) -> list[str]:
+    """The counters guarding a list of the tasks `scope` sees (or of their log on `log_date`):
+    the staff lists, or the lists of the one user the scope is limited to."""
+    owner = scope.owner_id
+    names = [scope_generation(STAFF_SCOPE if owner is None else user_scope(owner))]
+    if log_date is not None:
+        names.append(date_generation(log_date.isoformat()))
+    return names
+
+
 def current_cache() -> ResponseCache | None:
     if not has_app_context():
         return None
@@ -52,21 +79,43 @@ def bump(generations: Iterable[str]) -> None:
         cache.bump(names)
 
 
+def _changes_sessions(obj: object, session: Session) -> int | None:
+    """The id of the user whose sessions this flushed object ends or alters, if any."""
+    if isinstance(obj, User):
+        state = inspect(obj)
+        if obj in session.deleted or any(
+            state.attrs[name].history.has_changes() for name in SESSION_ATTRIBUTES
+        ):
+            return obj.id
+    elif isinstance(obj, TokenFamily) and (
+        obj in session.deleted or inspect(obj).attrs.revoked_at.history.has_changes()
+    ):
+        return obj.user_id
+    return None
+
+
 @event.listens_for(Session, "after_flush")
 def _collect(session: Session, _flush: UOWTransaction) -> None:
     pending: set[str] = session.info.setdefault(PENDING_KEY, set())
     for obj in (*session.new, *session.dirty, *session.deleted):
         if isinstance(obj, Task) and obj.id is not None:
             pending.update(generations_of_task(obj))
+        elif (user_id := _changes_sessions(obj, session)) is not None:
+            pending.add(auth_generation(user_id))
 
 
 @event.listens_for(Session, "do_orm_execute")
 def _collect_bulk(state: ORMExecuteState) -> None:
+    if not (state.is_update or state.is_delete):
+        return
+    classes = {mapper.class_ for mapper in state.all_mappers}
+    pending: set[str] = state.session.info.setdefault(PENDING_KEY, set())
     # A bulk UPDATE/DELETE of tasks (not through objects) may touch any task: bump everything.
-    if (state.is_update or state.is_delete) and any(
-        mapper.class_ is Task for mapper in state.all_mappers
-    ):
-        state.session.info.setdefault(PENDING_KEY, set()).add(GLOBAL_GENERATION)
+    if Task in classes:
+        pending.add(GLOBAL_GENERATION)
+    if classes & {User, TokenFamily}:
+        user_id = state.execution_options.get(SESSIONS_OF_USER)
+        pending.add(GLOBAL_GENERATION if user_id is None else auth_generation(user_id))
 
 
 @event.listens_for(Session, "after_commit")

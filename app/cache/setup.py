@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
+from app.auth.session_memory import SessionMemory
 from app.cache import invalidation  # noqa: F401  (installs the session hooks)
 from app.cache.backends import CacheBackend, DiskBackend, MemoryBackend, RedisBackend
-from app.cache.store import ResponseCache
+from app.cache.store import GLOBAL_GENERATION, ResponseCache
 from app.config import Settings
 
 
@@ -20,7 +21,9 @@ def init_cache(app: Flask, settings: Settings) -> ResponseCache | None:
     if kind == "redis":
         if not settings.redis_url:
             raise ValueError("CACHE_BACKEND=redis needs REDIS_URL")
-        backend = RedisBackend(settings.redis_url, settings.cache_timeout_ms / 1000)
+        backend = RedisBackend(
+            settings.redis_url, settings.cache_timeout_ms / 1000, GLOBAL_GENERATION
+        )
     elif kind == "disk":
         backend = DiskBackend(
             settings.cache_dir, settings.cache_disk_max_bytes, settings.cache_timeout_ms / 1000
@@ -29,4 +32,5 @@ def init_cache(app: Flask, settings: Settings) -> ResponseCache | None:
         backend = MemoryBackend(settings.cache_max_entries, settings.cache_ttl_seconds)
     cache = ResponseCache(backend, settings.cache_ttl_seconds, settings.cache_retry_after_seconds)
     app.extensions["response_cache"] = cache
+    app.extensions["session_memory"] = SessionMemory(settings.session_memory_max_entries)
     return cache

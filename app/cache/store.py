@@ -25,7 +25,7 @@ from datetime import date
 
 from pydantic import TypeAdapter, ValidationError
 
-from app.cache.backends import CacheBackend, CacheUnavailable
+from app.cache.backends import CacheBackend, CacheUnavailable, versioned
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,12 @@ def task_generation(task_id: int) -> str:
     return f"gen:task:{task_id}"
 
 
+def auth_generation(user_id: int) -> str:
+    """Bumped when the user's role or active flag changes or one of their sessions is revoked:
+    it guards what a process remembers of that user's sessions (app.auth.session_memory)."""
+    return f"gen:auth:{user_id}"
+
+
 _DAY = TypeAdapter(date)
 
 
@@ -50,6 +56,14 @@ def date_generation(day: str) -> str:
     with contextlib.suppress(ValidationError):  # not a day: refused (422), nothing cached
         day = _DAY.validate_python(day).isoformat()
     return f"gen:date:{day}"
+
+
+@dataclass(frozen=True)
+class Lookup:
+    key: str  # where the answer is (or is to be) stored
+    entry: bytes | None  # the stored answer, if any
+    counters: list[bytes]  # values of the global counter and the key's generations
+    also_read: list[bytes]  # values of the extra counters read along
 
 
 @dataclass(frozen=True)
@@ -121,26 +135,36 @@ class ResponseCache:
 
     # --- reads and writes -----------------------------------------------------------------
 
-    def versioned_key(self, prefix: str, generations: Sequence[str]) -> str | None:
-        """`prefix` plus the current value of each generation counter (and the global one);
+    def counters(self, generations: Sequence[str]) -> list[bytes] | None:
+        """The current values of the global counter and then of each of `generations` (b"0"
+        for one never bumped); None when the store is unavailable (bypass the cache)."""
+        if not self._available():
+            return None
+        try:
+            values = self.backend.get_many([GLOBAL_GENERATION, *generations])
+        except CacheUnavailable as exc:
+            self._failed(exc)
+            return None
+        return [v or b"0" for v in values]
+
+    def lookup(
+        self, prefix: str, generations: Sequence[str], also_read: Sequence[str] = ()
+    ) -> Lookup | None:
+        """One read: the entry for `prefix` under the current values of the global counter and
+        `generations`, plus the values of the counters `also_read` (not part of the key);
         None when the store is unavailable (bypass the cache)."""
         if not self._available():
             return None
         names = [GLOBAL_GENERATION, *generations]
         try:
-            values = self.backend.get_many(names)
+            values, entry = self.backend.lookup(
+                [*names, *also_read], f"resp:{prefix}", versioned_by=len(names)
+            )
         except CacheUnavailable as exc:
             self._failed(exc)
             return None
-        versions = ".".join((v or b"0").decode() for v in values)
-        return f"resp:{prefix}:v{versions}"
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            return self.backend.get_many([key])[0]
-        except CacheUnavailable as exc:
-            self._failed(exc)
-            return None
+        key = versioned(f"resp:{prefix}", values[: len(names)])
+        return Lookup(key=key, entry=entry, counters=values, also_read=values[len(names) :])
 
     def set(self, key: str, value: bytes) -> None:
         try:

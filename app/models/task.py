@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Date, Enum, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import Model
@@ -68,6 +68,18 @@ class Task(Model):
     __table_args__ = (
         # The default listing: live tasks, newest first.
         Index("ix_task_manager_deleted_at_created_at", "deleted_at", "created_at"),
+        # A list page's ids read from the index alone, OFFSET included (tasks_page): live tasks
+        # in either order the list is sorted by, with the columns it filters on.
+        *(
+            Index(
+                f"ix_task_manager_live_{'_'.join(columns)}",
+                *columns,
+                postgresql_include=["status", "priority"],
+                postgresql_where=text("deleted_at IS NULL"),
+                sqlite_where=text("deleted_at IS NULL"),
+            )
+            for columns in (("created_at", "id"), ("id",))
+        ),
     )
 
     @property

@@ -32,12 +32,15 @@ class TaskLogEntry(Model):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("task_manager.id", ondelete="CASCADE"))
-    log_date: Mapped[date] = mapped_column(Date)  # indexed by (log_date, id) below
+    log_date: Mapped[date] = mapped_column(Date)  # leads the indexes below
     status: Mapped[TaskStatus] = mapped_column(string_enum(TaskStatus, "task_log_status"))
     priority: Mapped[TaskPriority] = mapped_column(string_enum(TaskPriority, "task_log_priority"))
     # A snapshot, not a reference: it keeps the value it had on that day.
     assigned_user_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A copy of the task's created_at (which never changes once the task exists): the date
+    # view's default order, so a page of a big day is read from this table's index alone.
+    task_created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     task: Mapped[Task] = relationship(lazy="select")
 
@@ -52,8 +55,17 @@ class TaskLogEntry(Model):
     __table_args__ = (
         # The loader's conflict target, and the per-task history index (task_id first).
         UniqueConstraint("task_id", "log_date", name="uq_task_logger_task_id_log_date"),
-        # The date view pages through one day in id order.
+        # One day's rows in id order.
         Index("ix_task_logger_log_date_id", "log_date", "id"),
+        # The date view: one day in the task list's order (created_at, then id), walked in
+        # either direction, so a page stops after OFFSET + LIMIT entries instead of sorting
+        # the whole day.
+        Index(
+            "ix_task_logger_log_date_task_created_at_task_id",
+            "log_date",
+            "task_created_at",
+            "task_id",
+        ),
     )
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
-from sqlalchemy import inspect
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's id is echoed only if it looks like an id (no log injection through the header).
@@ -90,12 +89,6 @@ def install_request_logging(app: Flask) -> None:
 
 
 def _user_id() -> int | None:
-    """The authenticated user's id, read from the identity map: no query (after a commit the
-    object is expired, and the database may be the reason the request failed)."""
-    principal = g.get("flask_httpauth_user")
-    user = getattr(principal, "user", None)
-    if user is None:
-        return None
-    state = inspect(user, raiseerr=False)
-    identity = state.identity if state is not None else None
-    return int(identity[0]) if identity else None
+    """The authenticated caller's id (the verified session: no query)."""
+    user_id = getattr(g.get("flask_httpauth_user"), "id", None)
+    return user_id if isinstance(user_id, int) else None

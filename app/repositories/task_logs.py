@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import ColumnElement, Date, and_, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Exists,
+    Select,
+    and_,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import contains_eager
 
@@ -15,7 +28,14 @@ from app.models import Task, TaskStatus
 from app.models.enums import LoaderRunState
 from app.models.task_log import LoaderChunk, LoaderRun, TaskLogEntry
 from app.models.types import UTCDateTime
-from app.repositories.tasks import TaskFilters, TaskScope, filtered, ordered, scoped
+from app.repositories.tasks import (
+    TaskFilters,
+    TaskScope,
+    filtered,
+    ordered,
+    scoped,
+    start_of_day,
+)
 
 # --- the set-based load ---------------------------------------------------------------------
 
@@ -52,15 +72,23 @@ def log_active_tasks_in_range(log_date: date, first_id: int, last_id: int, now: 
             Task.priority,
             Task.assigned_user_id,
             literal(now, UTCDateTime),
+            Task.created_at,
         )
         .where(Task.id >= first_id, Task.id <= last_id, *_active_tasks())
         .order_by(Task.id)
     )
+    columns = [
+        "task_id",
+        "log_date",
+        "status",
+        "priority",
+        "assigned_user_id",
+        "created_at",
+        "task_created_at",
+    ]
     stmt = (
         _dialect_insert()
-        .from_select(
-            ["task_id", "log_date", "status", "priority", "assigned_user_id", "created_at"], source
-        )
+        .from_select(columns, source)
         .on_conflict_do_nothing(index_elements=["task_id", "log_date"])
         # SQLAlchemy keeps cursor.rowcount only for UPDATE and DELETE unless asked: without this
         # an INSERT ... SELECT reads -1 on psycopg (the cursor is closed by then).
@@ -275,30 +303,147 @@ def rows_logged_per_day(since: date) -> dict[date, int]:
 # --- reading the log ------------------------------------------------------------------------
 
 
-def page_log_for_date(
-    log_date: date, scope: TaskScope, filters: TaskFilters, page: int, per_page: int
-) -> Pagination:
-    """(TaskLogEntry, Task) rows logged on `log_date`, scoped and filtered like the task list.
-    status, priority and assignee filters apply to the snapshot of that day."""
-    snapshot_filters = replace(
+# The date view lists a day's entries like the task list lists tasks. When nothing but the task's
+# created_at (copied into the log as task_created_at), its id and whether it is deleted matters,
+# the day is counted and paged from task_logger's (log_date, task_created_at, task_id) index, and
+# only the page's entries are joined to their tasks; otherwise the day is joined to its tasks.
+
+# Sort keys of the task list that the log carries itself.
+_LOG_SORT_COLUMNS: dict[str, Any] = {
+    "created_at": TaskLogEntry.task_created_at,
+    "id": TaskLogEntry.task_id,
+}
+
+
+def answerable_from_log(scope: TaskScope, filters: TaskFilters) -> bool:
+    """Whether the date view can be read from task_logger alone (deletion aside): every owner,
+    filters on the snapshot or on created_at only, sorted on created_at and/or id.
+
+    Written as "everything else is at its default" so that a scope or filter added later takes
+    the general path until it is taught here."""
+    handled = replace(
+        filters,
+        status=None,
+        priority=None,
+        assigned_user_id=None,
+        unassigned=False,
+        created_from=None,
+        created_to=None,
+        deleted_only=False,
+        sort=TaskFilters().sort,
+    )
+    return (
+        replace(scope, include_deleted=False) == TaskScope(owner_id=None)
+        and handled == TaskFilters()
+        and all(name in _LOG_SORT_COLUMNS for name, _ in filters.sort)
+    )
+
+
+def _snapshot_conditions(log_date: date, filters: TaskFilters) -> list[ColumnElement[bool]]:
+    """The day, and the status, priority and assignee filters applied to that day's snapshot."""
+    conditions = [TaskLogEntry.log_date == log_date]
+    if filters.status is not None:
+        conditions.append(TaskLogEntry.status == filters.status)
+    if filters.priority is not None:
+        conditions.append(TaskLogEntry.priority == filters.priority)
+    if filters.unassigned:
+        conditions.append(TaskLogEntry.assigned_user_id.is_(None))
+    elif filters.assigned_user_id is not None:
+        conditions.append(TaskLogEntry.assigned_user_id == filters.assigned_user_id)
+    return conditions
+
+
+def _task_is_deleted() -> Exists:
+    """The entry's task is soft-deleted. As NOT EXISTS, PostgreSQL plans it as an anti-join
+    that probes the task's primary key for each entry walked, which keeps the index order: a
+    page costs OFFSET + LIMIT probes (about 1 µs each), not a sort of the day."""
+    return (
+        exists()
+        .where(Task.id == TaskLogEntry.task_id, Task.deleted_at.is_not(None))
+        .correlate(TaskLogEntry)
+    )
+
+
+def _log_only_conditions(
+    log_date: date, scope: TaskScope, filters: TaskFilters
+) -> list[ColumnElement[bool]]:
+    """`filtered(scoped(...))` restated on task_logger, for `answerable_from_log` cases."""
+    conditions = _snapshot_conditions(log_date, filters)
+    if filters.created_from is not None:
+        conditions.append(TaskLogEntry.task_created_at >= start_of_day(filters.created_from))
+    if filters.created_to is not None:  # inclusive: the whole of that day
+        conditions.append(
+            TaskLogEntry.task_created_at < start_of_day(filters.created_to + timedelta(days=1))
+        )
+    if not scope.include_deleted:
+        conditions.append(~_task_is_deleted())
+    if filters.deleted_only:
+        conditions.append(_task_is_deleted())
+    return conditions
+
+
+def _log_order(sort: tuple[tuple[str, bool], ...]) -> list[ColumnElement[Any]]:
+    """`ordered()` restated on task_logger: within a day, task_id is unique and stands for the
+    task's id, task_created_at for its created_at, so both orders are the same."""
+    clauses = [
+        _LOG_SORT_COLUMNS[name].desc() if descending else _LOG_SORT_COLUMNS[name].asc()
+        for name, descending in sort
+    ]
+    if not any(name == "id" for name, _ in sort):
+        clauses.append(TaskLogEntry.task_id.desc())
+    return clauses
+
+
+def _joined(
+    stmt: Select[Any], log_date: date, scope: TaskScope, filters: TaskFilters
+) -> Select[Any]:
+    """The general form: the day's entries joined to their tasks, scoped and filtered like the
+    task list, except status, priority and assignee, which apply to the snapshot."""
+    task_filters = replace(
         filters, status=None, priority=None, assigned_user_id=None, unassigned=False
     )
-    stmt = (
-        select(TaskLogEntry)
-        .join(TaskLogEntry.task)
-        .options(contains_eager(TaskLogEntry.task))  # one query: the task rides along
-        .where(TaskLogEntry.log_date == log_date)
-    )
-    if filters.status is not None:
-        stmt = stmt.where(TaskLogEntry.status == filters.status)
-    if filters.priority is not None:
-        stmt = stmt.where(TaskLogEntry.priority == filters.priority)
-    if filters.unassigned:
-        stmt = stmt.where(TaskLogEntry.assigned_user_id.is_(None))
-    elif filters.assigned_user_id is not None:
-        stmt = stmt.where(TaskLogEntry.assigned_user_id == filters.assigned_user_id)
-    stmt = ordered(filtered(scoped(stmt, scope), snapshot_filters), filters.sort)
-    return db.paginate(stmt, page=page, per_page=per_page, error_out=False, count=True)
+    stmt = stmt.join(TaskLogEntry.task).where(*_snapshot_conditions(log_date, filters))
+    return filtered(scoped(stmt, scope), task_filters)
+
+
+def count_log_for_date(log_date: date, scope: TaskScope, filters: TaskFilters) -> int:
+    """How many entries the date view lists for `log_date`, on every page together."""
+    if answerable_from_log(scope, filters):
+        stmt = select(func.count()).select_from(TaskLogEntry)
+        stmt = stmt.where(*_log_only_conditions(log_date, scope, filters))
+    else:
+        stmt = _joined(select(func.count()).select_from(TaskLogEntry), log_date, scope, filters)
+    return db.session.scalar(stmt) or 0
+
+
+def log_entries_for_date(
+    log_date: date, scope: TaskScope, filters: TaskFilters, offset: int, limit: int
+) -> list[TaskLogEntry]:
+    """Entries `offset` to `offset + limit` of the date view for `log_date`, in the task list's
+    order, each with its task loaded: one query."""
+    if answerable_from_log(scope, filters):
+        # The page's task ids from the index alone (no heap row of a skipped entry is read),
+        # then those entries and their tasks.
+        page = (
+            select(TaskLogEntry.task_id)
+            .where(*_log_only_conditions(log_date, scope, filters))
+            .order_by(*_log_order(filters.sort))
+            .offset(offset)
+            .limit(limit)
+            .subquery("page")
+        )
+        stmt = (
+            select(TaskLogEntry)
+            .join(page, page.c.task_id == TaskLogEntry.task_id)
+            .join(TaskLogEntry.task)
+            .where(TaskLogEntry.log_date == log_date)
+            .order_by(*_log_order(filters.sort))
+        )
+    else:
+        stmt = _joined(select(TaskLogEntry), log_date, scope, filters)
+        stmt = ordered(stmt, filters.sort).offset(offset).limit(limit)
+    stmt = stmt.options(contains_eager(TaskLogEntry.task))  # the task rides along
+    return list(db.session.scalars(stmt))
 
 
 def get_log_entry(log_id: int, scope: TaskScope) -> TaskLogEntry | None:

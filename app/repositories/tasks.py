@@ -58,7 +58,7 @@ SORTABLE_COLUMNS: dict[str, Any] = {
 NULLABLE_SORT_KEYS = frozenset({"due_date"})
 
 
-def _start_of_day(day: date) -> datetime:
+def start_of_day(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
@@ -101,9 +101,9 @@ def filtered(stmt: Select[Any], filters: TaskFilters) -> Select[Any]:
             )
         )
     if filters.created_from is not None:
-        stmt = stmt.where(Task.created_at >= _start_of_day(filters.created_from))
+        stmt = stmt.where(Task.created_at >= start_of_day(filters.created_from))
     if filters.created_to is not None:  # inclusive: the whole of that day
-        stmt = stmt.where(Task.created_at < _start_of_day(filters.created_to + timedelta(days=1)))
+        stmt = stmt.where(Task.created_at < start_of_day(filters.created_to + timedelta(days=1)))
     if filters.due_from is not None:
         stmt = stmt.where(Task.due_date >= filters.due_from)
     if filters.due_to is not None:
@@ -128,9 +128,23 @@ def ordered(stmt: Select[Any], sort: tuple[tuple[str, bool], ...]) -> Select[Any
     return stmt.order_by(*clauses)
 
 
-def page_tasks(scope: TaskScope, filters: TaskFilters, page: int, per_page: int) -> Pagination:
-    stmt = ordered(filtered(scoped(select(Task), scope), filters), filters.sort)
-    return db.paginate(stmt, page=page, per_page=per_page, error_out=False)
+def count_tasks(scope: TaskScope, filters: TaskFilters) -> int:
+    stmt = filtered(scoped(select(func.count()).select_from(Task), scope), filters)
+    return db.session.scalar(stmt) or 0
+
+
+def tasks_page(scope: TaskScope, filters: TaskFilters, offset: int, limit: int) -> list[Task]:
+    """One page of the list. The page's ids are found first and only those rows read: finding
+    them walks (and skips OFFSET) entries of an index that covers the common lists (live tasks,
+    status and priority filters, created_at or id order), never the table's rows."""
+    page_ids = (
+        ordered(filtered(scoped(select(Task.id), scope), filters), filters.sort)
+        .offset(offset)
+        .limit(limit)
+        .subquery()
+    )
+    stmt = ordered(select(Task).join(page_ids, Task.id == page_ids.c.id), filters.sort)
+    return list(db.session.scalars(stmt))
 
 
 def add_task(task: Task) -> Task:
@@ -180,7 +194,7 @@ def count_created_per_day(since: date) -> dict[date, int]:
         day = cast(Task.created_at, Date)  # the session time zone is UTC
     rows = db.session.execute(
         select(day.label("day"), func.count())
-        .where(Task.created_at >= _start_of_day(since))
+        .where(Task.created_at >= start_of_day(since))
         .group_by("day")
     ).all()
     return {(r[0] if isinstance(r[0], date) else date.fromisoformat(r[0])): r[1] for r in rows}

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
+from app.cache.invalidation import SESSIONS_OF_USER
 from app.extensions import db
 from app.models import RefreshToken, TokenFamily, User
 
@@ -37,12 +38,13 @@ def spend_refresh_token(token_id: int, now: datetime) -> bool:
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def revoke_family(family_id: str, now: datetime, reason: str) -> None:
+def revoke_family(family_id: str, user_id: int, now: datetime, reason: str) -> None:
+    """Revoke one session of `user_id` (named so that its sessions' memory is invalidated)."""
     db.session.execute(
         update(TokenFamily)
         .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, **{SESSIONS_OF_USER: user_id})
     )
 
 
@@ -54,7 +56,7 @@ def revoke_user_families(user_id: int, now: datetime, reason: str, keep: str | N
         stmt = stmt.where(TokenFamily.id != keep)
     db.session.execute(
         stmt.values(revoked_at=now, revoked_reason=reason).execution_options(
-            synchronize_session=False
+            synchronize_session=False, **{SESSIONS_OF_USER: user_id}
         )
     )
 

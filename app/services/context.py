@@ -6,6 +6,9 @@ from celery import Celery
 from flask import current_app
 
 from app.auth.passwords import PasswordService
+from app.auth.session_memory import SessionMemory
+from app.auth.tokens import VerifiedTokens
+from app.cache.store import ResponseCache
 from app.config import Settings
 
 
@@ -21,4 +24,20 @@ def passwords() -> PasswordService:
 
 def celery() -> Celery:
     value: Celery = current_app.extensions["celery"]
+    return value
+
+
+def response_cache() -> ResponseCache | None:
+    """The app's response cache and counter store, None when caching is off."""
+    value: ResponseCache | None = current_app.extensions.get("response_cache")
+    return value
+
+
+def session_memory() -> SessionMemory | None:
+    value: SessionMemory | None = current_app.extensions.get("session_memory")
+    return value
+
+
+def verified_tokens() -> VerifiedTokens:
+    value: VerifiedTokens = current_app.extensions["verified_tokens"]
     return value

@@ -31,9 +31,9 @@ from pydantic import ValidationError
 from app.cache.invalidation import bump as bump_generations
 from app.cache.store import GLOBAL_GENERATION
 from app.extensions import db
-from app.models import User
 from app.repositories import csv_import as import_repo
 from app.schemas.csv_import import CsvTaskRow
+from app.services.actor import Actor
 from app.services.errors import InvalidInput, UnreadableInput
 
 REQUIRED_COLUMNS = ("task_name", "status", "priority")
@@ -201,7 +201,7 @@ def _resolve_users(
 
 
 def _write_batch(
-    batch: list[ValidRow], actor: User, report: ImportReport, known_users: dict[str, int]
+    batch: list[ValidRow], actor: Actor, report: ImportReport, known_users: dict[str, int]
 ) -> None:
     user_ids = _resolve_users(batch, report, known_users)
     now = datetime.now(UTC)
@@ -235,7 +235,7 @@ def _write_batch(
 
 def import_tasks(
     binary: IO[bytes],
-    actor: User,
+    actor: Actor,
     *,
     dry_run: bool = False,
     batch_size: int = 2000,

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from app.extensions import db
-from app.models import Role, User
+from app.models import Role
 from app.models.enums import JobState, LoaderRunState
 from app.models.job import Job
 from app.models.types import utcnow
 from app.repositories import jobs as job_repo
 from app.repositories import task_logs as log_repo
+from app.services.actor import Actor
 from app.services.context import celery, settings
 from app.services.errors import NotFound, ServiceUnavailable
 
@@ -24,7 +25,7 @@ IMPORT_CSV_JOB = "app.jobs.csv_import.import_csv_file"
 LOG_DAY_JOB = "app.jobs.daily_log.log_day"
 
 
-def create_job(kind: str, params: dict[str, Any], created_by: User | None) -> Job:
+def create_job(kind: str, params: dict[str, Any], created_by: Actor | None) -> Job:
     job = Job(
         id=str(uuid.uuid4()),
         kind=kind,
@@ -79,7 +80,7 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-def job_status(job_id: str, viewer: User) -> dict[str, Any]:
+def job_status(job_id: str, viewer: Actor) -> dict[str, Any]:
     """A job's state and progress. A daily-log job's state follows its loader runs. Admins see
     every job; moderators their own (their CSV imports); others' answer 404."""
     if not _is_uuid(job_id):  # job ids are UUIDs; anything else (a NUL byte too) is no job
@@ -124,7 +125,7 @@ def job_status(job_id: str, viewer: User) -> dict[str, Any]:
     return status
 
 
-def start_daily_log_job(log_date: date | None, requested_by: User) -> Job:
+def start_daily_log_job(log_date: date | None, requested_by: Actor) -> Job:
     """Record a daily-log job and queue it. A broker that cannot be reached fails the job and
     answers 503 rather than leaving a job that will never run."""
     day = log_date.isoformat() if log_date else None
@@ -143,7 +144,7 @@ def record_progress(job_id: str, done: int, total: int | None) -> None:
     job_repo.record_progress(job_id, done, total)
 
 
-def start_csv_import_job(upload: IO[bytes], dry_run: bool, requested_by: User) -> Job:
+def start_csv_import_job(upload: IO[bytes], dry_run: bool, requested_by: Actor) -> Job:
     """Store the upload where the workers can read it and queue its import."""
     job = create_job(CSV_IMPORT, {"dry_run": dry_run}, requested_by)
     directory = Path(settings().upload_dir)

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from app.auth import tokens
+from app.cache.store import auth_generation
 from app.extensions import db
-from app.models import RefreshToken, TokenFamily, User
+from app.models import RefreshToken, Role, TokenFamily, User
 from app.models.types import utcnow
 from app.repositories import tokens as token_repo
 from app.repositories import users as user_repo
-from app.services.context import passwords, settings
+from app.services.context import (
+    passwords,
+    response_cache,
+    session_memory,
+    settings,
+    verified_tokens,
+)
 from app.services.errors import AuthenticationFailed, PermissionDenied
 
 INVALID_CREDENTIALS = "invalid username or password"
@@ -27,9 +36,11 @@ class TokenPair:
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller of a request."""
+    """The authenticated caller of a request: an `Actor` (account id and current role) and the
+    session (token family) the access token belongs to."""
 
-    user: User
+    id: int
+    role: Role
     family_id: str
 
 
@@ -91,7 +102,7 @@ def refresh(refresh_token: str) -> TokenPair:
     if family is None or family.revoked_at is not None:
         raise AuthenticationFailed("refresh token revoked")
     if stored.used_at is not None or not token_repo.spend_refresh_token(stored.id, now):
-        token_repo.revoke_family(stored.family_id, now, "reuse_detected")
+        token_repo.revoke_family(stored.family_id, stored.user_id, now, "reuse_detected")
         db.session.commit()
         raise AuthenticationFailed("refresh token already used; the session has been revoked")
     if stored.expires_at <= now:
@@ -99,7 +110,7 @@ def refresh(refresh_token: str) -> TokenPair:
         raise AuthenticationFailed("refresh token expired")
     user = user_repo.get_user(stored.user_id)
     if user is None or not user.is_active:
-        token_repo.revoke_family(stored.family_id, now, "deactivated")
+        token_repo.revoke_family(stored.family_id, stored.user_id, now, "deactivated")
         db.session.commit()
         raise AuthenticationFailed("account is disabled")
     pair = _issue_pair(user, stored.family_id, now)
@@ -109,20 +120,67 @@ def refresh(refresh_token: str) -> TokenPair:
 
 def logout(principal: Principal) -> None:
     """Revoke the caller's session: its refresh tokens and every access token of its family."""
-    token_repo.revoke_family(principal.family_id, utcnow(), "logout")
+    token_repo.revoke_family(principal.family_id, principal.id, utcnow(), "logout")
     db.session.commit()
 
 
-def authenticate_access_token(raw_token: str) -> Principal:
-    """The caller behind a bearer token, or AuthenticationFailed with the reason."""
+def decode_access_token(raw_token: str) -> tokens.AccessClaims:
+    """The claims of a well-formed, correctly signed, current access token (no query), or
+    AuthenticationFailed with the reason."""
+    memory = verified_tokens()
+    claims = memory.recall(raw_token, time.time())
+    if claims is not None:
+        return claims
     s = settings()
     try:
         claims = tokens.decode_access_token(raw_token, secret=s.jwt_secret_key, issuer=s.jwt_issuer)
     except tokens.InvalidToken as exc:
         raise AuthenticationFailed(exc.reason) from exc
+    memory.remember(raw_token, claims)
+    return claims
+
+
+def session_counters(user_id: int) -> list[str]:
+    """The counters (besides the global one) guarding what is remembered of a user's sessions."""
+    return [auth_generation(user_id)]
+
+
+def remembered_role(claims: tokens.AccessClaims) -> Role | None:
+    """The role this process last verified for the token's session, whether or not that is
+    still true: a guess to plan reads with, never a decision."""
+    memory = session_memory()
+    return memory.last_role(claims.user_id, claims.family_id) if memory else None
+
+
+def confirm_session(
+    claims: tokens.AccessClaims, counters: Sequence[bytes] | None = None
+) -> Principal:
+    """The caller behind verified claims if their session is live and the account active, or
+    AuthenticationFailed.
+
+    The answer comes from the database, or from this process's memory of it while the counters
+    guarding it are unchanged (app.auth.session_memory): a hot read then needs no query.
+    `counters` are the values of the global counter and `session_counters`, if the caller
+    has read them already (along with other things, in one round trip)."""
+    cache = response_cache()
+    memory = session_memory()
+    if memory is not None and cache is not None and counters is None:
+        # Read before the database is asked, so a change committed meanwhile moves them on.
+        counters = cache.counters(session_counters(claims.user_id))
+    if memory is not None and counters is not None:
+        role = memory.recall(claims.user_id, claims.family_id, counters)
+        if role is not None:
+            return Principal(id=claims.user_id, role=role, family_id=claims.family_id)
     user = token_repo.get_user_with_live_family(claims.user_id, claims.family_id)
     if user is None:
         raise AuthenticationFailed("token revoked")
     if not user.is_active:
         raise AuthenticationFailed("account is disabled")
-    return Principal(user=user, family_id=claims.family_id)
+    if memory is not None and counters is not None:
+        memory.remember(user.id, claims.family_id, counters, user.role)
+    return Principal(id=user.id, role=user.role, family_id=claims.family_id)
+
+
+def authenticate_access_token(raw_token: str) -> Principal:
+    """The caller behind a bearer token, or AuthenticationFailed with the reason."""
+    return confirm_session(decode_access_token(raw_token))

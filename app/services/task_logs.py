@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
 from flask_sqlalchemy.pagination import Pagination
 
-from app.models import User
+from app.cache.invalidation import list_generations
 from app.models.task_log import TaskLogEntry
 from app.repositories import task_logs as log_repo
 from app.repositories.tasks import TaskFilters
+from app.services.actor import Actor
 from app.services.errors import NotFound
+from app.services.pages import Page, counted
 from app.services.tasks import DeletedFilter, get_task, list_scope, scope_for
 
 
@@ -25,27 +28,34 @@ def logged_task(entry: TaskLogEntry) -> dict[str, Any]:
 
 
 def log_view(
-    actor: User,
+    actor: Actor,
     log_date: date,
     filters: TaskFilters,
     deleted: DeletedFilter,
     page: int,
     per_page: int,
-) -> Pagination:
+) -> Page[dict[str, Any]]:
     """The tasks logged on `log_date` (same scoping, filters and pagination as the task list)."""
     scope, filters = list_scope(actor, filters, deleted)
-    pagination = log_repo.page_log_for_date(log_date, scope, filters, page, per_page)
-    pagination.items = [logged_task(entry) for entry in pagination.items]
-    return pagination
+    result: Page[dict[str, Any]] = Page([], page, per_page, 0)
+    result.total = counted(
+        ("log", log_date, scope, replace(filters, sort=())),  # the order does not change it
+        list_generations(scope, log_date),
+        lambda: log_repo.count_log_for_date(log_date, scope, filters),
+    )
+    if result.offset < result.total:
+        entries = log_repo.log_entries_for_date(log_date, scope, filters, result.offset, per_page)
+        result.items = [logged_task(entry) for entry in entries]
+    return result
 
 
-def get_log_entry(actor: User, log_id: int) -> dict[str, Any]:
+def get_log_entry(actor: Actor, log_id: int) -> dict[str, Any]:
     entry = log_repo.get_log_entry(log_id, scope_for(actor, with_deleted=True))
     if entry is None:
         raise NotFound("log entry not found")
     return logged_task(entry)
 
 
-def task_log(actor: User, task_id: int, page: int, per_page: int) -> Pagination:
+def task_log(actor: Actor, task_id: int, page: int, per_page: int) -> Pagination:
     get_task(actor, task_id)  # 404 for tasks the caller cannot see
     return log_repo.page_task_log(task_id, page, per_page)

@@ -11,12 +11,14 @@ from typing import Any
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm.exc import StaleDataError
 
+from app.cache.invalidation import list_generations
 from app.extensions import db
-from app.models import AuditAction, Role, Task, TaskAuditEntry, TaskPriority, TaskStatus, User
+from app.models import AuditAction, Role, Task, TaskAuditEntry, TaskPriority, TaskStatus
 from app.models.types import utcnow
 from app.repositories import tasks as task_repo
 from app.repositories import users as user_repo
 from app.repositories.tasks import TaskFilters, TaskScope
+from app.services.actor import Actor
 from app.services.errors import (
     Conflict,
     InvalidInput,
@@ -24,6 +26,7 @@ from app.services.errors import (
     PermissionDenied,
     PreconditionFailed,
 )
+from app.services.pages import Page, counted
 
 # Fields a client may set; everything else (id, created_by, timestamps, deleted_at) is the server's.
 EDITABLE_FIELDS = ("task_name", "description", "status", "priority", "assigned_user_id", "due_date")
@@ -36,7 +39,7 @@ class DeletedFilter(StrEnum):
     ONLY = "only"
 
 
-def scope_for(actor: User, *, with_deleted: bool = False) -> TaskScope:
+def scope_for(actor: Actor, *, with_deleted: bool = False) -> TaskScope:
     """A `user` sees tasks assigned to or created by them; moderators and admins see all; only
     admins see soft-deleted tasks."""
     if actor.role == Role.USER:
@@ -52,7 +55,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _audit(task: Task, actor: User, action: AuditAction, changes: dict[str, Any]) -> None:
+def _audit(task: Task, actor: Actor, action: AuditAction, changes: dict[str, Any]) -> None:
     task_repo.add_audit_entry(
         TaskAuditEntry(
             task_id=task.id, actor_id=actor.id, action=action, changes=changes, created_at=utcnow()
@@ -60,7 +63,7 @@ def _audit(task: Task, actor: User, action: AuditAction, changes: dict[str, Any]
     )
 
 
-def _check_assignee(actor: User, assigned_user_id: int | None) -> None:
+def _check_assignee(actor: Actor, assigned_user_id: int | None) -> None:
     if assigned_user_id is None:
         return
     if actor.role == Role.USER and assigned_user_id != actor.id:
@@ -81,7 +84,7 @@ class NewTask:
     due_date: date | None = None
 
 
-def create_task(actor: User, new: NewTask) -> Task:
+def create_task(actor: Actor, new: NewTask) -> Task:
     _check_assignee(actor, new.assigned_user_id)
     now = utcnow()
     task = task_repo.add_task(
@@ -105,7 +108,7 @@ def create_task(actor: User, new: NewTask) -> Task:
     return task
 
 
-def get_task(actor: User, task_id: int) -> Task:
+def get_task(actor: Actor, task_id: int) -> Task:
     task = task_repo.get_visible_task(task_id, scope_for(actor, with_deleted=True))
     if task is None:
         raise NotFound(TASK_NOT_FOUND)
@@ -136,7 +139,7 @@ def _commit_write(if_match: Collection[str] | None) -> None:
 
 
 def update_task(
-    actor: User, task_id: int, changes: dict[str, Any], if_match: Collection[str] | None = None
+    actor: Actor, task_id: int, changes: dict[str, Any], if_match: Collection[str] | None = None
 ) -> Task:
     """Apply a partial update: only the given fields change, and only real changes are audited.
     With `if_match`, only if the task is still at one of those versions."""
@@ -164,7 +167,7 @@ def update_task(
     return task
 
 
-def soft_delete_task(actor: User, task_id: int, if_match: Collection[str] | None = None) -> None:
+def soft_delete_task(actor: Actor, task_id: int, if_match: Collection[str] | None = None) -> None:
     """Moderators and admins soft-delete. A `user` gets 403 on a task it can see (no existence
     leak for the others: 404)."""
     task = task_repo.get_visible_task(task_id, scope_for(actor, with_deleted=True), for_update=True)
@@ -182,7 +185,7 @@ def soft_delete_task(actor: User, task_id: int, if_match: Collection[str] | None
     _commit_write(if_match)
 
 
-def restore_task(actor: User, task_id: int) -> Task:
+def restore_task(actor: Actor, task_id: int) -> Task:
     task = task_repo.get_visible_task(task_id, scope_for(actor, with_deleted=True), for_update=True)
     if task is None:
         raise NotFound(TASK_NOT_FOUND)
@@ -196,7 +199,7 @@ def restore_task(actor: User, task_id: int) -> Task:
     return task
 
 
-def purge_task(actor: User, task_id: int) -> None:
+def purge_task(actor: Actor, task_id: int) -> None:
     """Delete a task row for good; the database cascades to its audit and daily-log rows."""
     task = task_repo.get_task_any_state(task_id)
     if task is None:
@@ -206,7 +209,7 @@ def purge_task(actor: User, task_id: int) -> None:
 
 
 def list_scope(
-    actor: User, filters: TaskFilters, deleted: DeletedFilter
+    actor: Actor, filters: TaskFilters, deleted: DeletedFilter
 ) -> tuple[TaskScope, TaskFilters]:
     """Scope and filters of a list (tasks or a day's log): only admins may ask for deleted ones."""
     if deleted != DeletedFilter.EXCLUDE and actor.role != Role.ADMIN:
@@ -218,12 +221,20 @@ def list_scope(
 
 
 def list_tasks(
-    actor: User, filters: TaskFilters, deleted: DeletedFilter, page: int, per_page: int
-) -> Pagination:
+    actor: Actor, filters: TaskFilters, deleted: DeletedFilter, page: int, per_page: int
+) -> Page[Task]:
     scope, filters = list_scope(actor, filters, deleted)
-    return task_repo.page_tasks(scope, filters, page, per_page)
+    result: Page[Task] = Page([], page, per_page, 0)
+    result.total = counted(
+        ("tasks", scope, replace(filters, sort=())),  # the order does not change the total
+        list_generations(scope),
+        lambda: task_repo.count_tasks(scope, filters),
+    )
+    if result.offset < result.total:
+        result.items = task_repo.tasks_page(scope, filters, result.offset, per_page)
+    return result
 
 
-def task_history(actor: User, task_id: int, page: int, per_page: int) -> Pagination:
+def task_history(actor: Actor, task_id: int, page: int, per_page: int) -> Pagination:
     get_task(actor, task_id)  # visibility check: 404 for tasks the caller cannot see
     return task_repo.page_audit_entries(task_id, page, per_page)

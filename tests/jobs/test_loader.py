@@ -237,6 +237,24 @@ def test_run_logs_exactly_the_active_undeleted_tasks_with_their_snapshot(
         assert all(e.log_id == e.id and e.logged_at == e.created_at for e in entries)
 
 
+def test_each_entry_carries_its_tasks_created_at(app: APIFlask, seeded: Seeded) -> None:
+    """The date view sorts and filters on this copy instead of joining the day to its tasks."""
+    base = datetime(2030, 1, 1, tzinfo=UTC)
+    with app.app_context():
+        for n, task in enumerate(db.session.scalars(select(Task).order_by(Task.id))):
+            task.created_at = base + timedelta(minutes=n % 11, microseconds=n)
+        db.session.commit()
+    run_inline(app, DAY)
+
+    with app.app_context():
+        pairs = db.session.execute(
+            select(TaskLogEntry.task_created_at, Task.created_at).join(TaskLogEntry.task)
+        ).all()
+    assert len(pairs) == len(seeded.active)
+    assert all(copied == created for copied, created in pairs)
+    assert len({created for _, created in pairs}) > 11
+
+
 def test_the_snapshot_keeps_the_values_of_its_day(
     app: APIFlask, seeded: Seeded, alice: Account
 ) -> None:

@@ -174,7 +174,8 @@ def test_postgresql_sessions_use_utc_and_bounded_timeouts() -> None:
     )
 
     options = loaded.flask_config()["SQLALCHEMY_ENGINE_OPTIONS"]
-    assert options["pool_pre_ping"] is True
+    # Pinged only when idle (app.database), not on every checkout.
+    assert "pool_pre_ping" not in options
     assert options["connect_args"]["connect_timeout"] == 7
     assert "timezone=UTC" in options["connect_args"]["options"]
     assert "statement_timeout=1234" in options["connect_args"]["options"]
