@@ -22,6 +22,9 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
 errorlog = "-"
+# One log line per request: gunicorn's access line below (with the app's user id), not also the
+# app's own one (REQUEST_LOG, a setting of the app, read by the workers this master forks).
+os.environ.setdefault("REQUEST_LOG", "false" if accesslog else "true")
 
 
 class JsonAccessLogger(Logger):
@@ -57,6 +60,7 @@ class JsonAccessLogger(Logger):
             "bytes": getattr(resp, "sent", None),
             "duration_ms": round(request_time.total_seconds() * 1000, 2),
             "request_id": dict(resp.headers).get("X-Request-ID"),
+            "user_id": environ.get("mediaamp.user_id"),  # set by the app (USER_ID_ENVIRON)
             "user_agent": environ.get("HTTP_USER_AGENT"),
         }
         self.access_log.info(json.dumps(line))

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     # Observability.
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    # The app's own log line per request (logger app.request). gunicorn.conf.py turns it off in
+    # its workers: gunicorn's access line is then the one line per request, with the same fields.
+    request_log: bool = True
     metrics_token: str | None = None
 
     admin_username: str | None = None

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, cast
 
-from flask import Response, current_app, g, make_response, request
+from flask import Response, current_app, make_response, request
+from werkzeug.datastructures import MultiDict
 
 from app.auth.tokens import AccessClaims
 from app.cache.invalidation import STAFF_SCOPE, current_cache, user_scope
-from app.cache.store import Lookup, scope_generation
+from app.cache.store import Lookup, ResponseCache, scope_generation
 from app.extensions import token_auth
 from app.models import Role
 from app.services import sessions
@@ -93,9 +94,18 @@ def _decode(stored: bytes) -> Response:
     return response
 
 
+# generations(actor, query_args, **view_args) -> the counters guarding a cached view's answers
 Generations = Callable[..., Sequence[str]]
 CACHE_GENERATIONS = "cache_generations"  # attribute of a cached view: its `generations`
-PREFETCHED = "cache_prefetched"  # g: the answer read along with the session's counters
+# WSGI environ: the answer read with the session's counters (before Flask, by the shortcut)
+PREFETCHED = "mediaamp.cache_prefetched"
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    caller: tuple[int, Role]  # the (user id, role) the read was planned for
+    looked: Lookup
+    session_counters: list[bytes]  # the global and session counters, for `confirm_session`
 
 
 @dataclass(frozen=True)
@@ -107,11 +117,28 @@ class CachePlan:
     generations: tuple[str, ...]
 
 
-def cache_plan(generations: Generations, actor: Actor, view_args: dict[str, Any]) -> CachePlan:
-    params = "&".join(sorted(f"{k}={v}" for k, v in request.args.items(multi=True)))
-    prefix = f"{request.endpoint}:{caller_scope(actor)}:{view_args}:{params}"
+def cache_plan(
+    generations: Generations,
+    actor: Actor,
+    endpoint: str | None,
+    view_args: Mapping[str, Any],
+    args: MultiDict[str, str],
+) -> CachePlan:
+    params = "&".join(sorted(f"{k}={v}" for k, v in args.items(multi=True)))
+    prefix = f"{endpoint}:{caller_scope(actor)}:{dict(view_args)}:{params}"
     digest = hashlib.sha256(prefix.encode()).hexdigest()[:40]
-    return CachePlan(digest, tuple(generations(actor, **view_args)))
+    return CachePlan(digest, tuple(generations(actor, args, **view_args)))
+
+
+def prefetch(cache: ResponseCache, plan: CachePlan, user_id: int, role: Role) -> Prefetched | None:
+    """Read a caller's cached answer in the same round trip as the counters that confirm their
+    session (`sessions.session_counters`); None when the cache is unavailable."""
+    looked = cache.lookup(
+        plan.prefix, plan.generations, also_read=sessions.session_counters(user_id)
+    )
+    if looked is None:
+        return None
+    return Prefetched((user_id, role), looked, [looked.counters[0], *looked.also_read])
 
 
 def read_cached_answer_with_session(claims: AccessClaims) -> list[bytes] | None:
@@ -120,6 +147,9 @@ def read_cached_answer_with_session(claims: AccessClaims) -> list[bytes] | None:
     the session had last time. Returns those counters (global first) for `confirm_session`;
     None when the endpoint is not cached or the cache is unavailable. The answer is used only
     if the confirmed role turns out to be the one planned with (see `cached`)."""
+    done: Prefetched | None = request.environ.get(PREFETCHED)  # by app.api.cache_shortcut
+    if done is not None and done.caller[0] == claims.user_id:
+        return done.session_counters
     cache = current_cache()
     view = current_app.view_functions.get(request.endpoint or "")
     generations: Generations | None = getattr(view, CACHE_GENERATIONS, None)
@@ -129,25 +159,23 @@ def read_cached_answer_with_session(claims: AccessClaims) -> list[bytes] | None:
         (r for r in Role if r.value == claims.role), Role.USER
     )
     guess = sessions.Principal(id=claims.user_id, role=role, family_id=claims.family_id)
-    plan = cache_plan(generations, guess, request.view_args or {})
-    session_counters = sessions.session_counters(claims.user_id)
-    looked = cache.lookup(plan.prefix, plan.generations, also_read=session_counters)
-    if looked is None:
-        return None
-    setattr(g, PREFETCHED, ((guess.id, guess.role), looked))
-    return [looked.counters[0], *looked.also_read]
+    plan = cache_plan(generations, guess, request.endpoint, request.view_args or {}, request.args)
+    done = prefetch(cache, plan, guess.id, guess.role)
+    request.environ[PREFETCHED] = done
+    return done.session_counters if done else None
 
 
 def _prefetched(actor: Actor) -> Lookup | None:
     """The answer read with the session's counters, if it was planned for this very caller."""
-    prefetched: tuple[tuple[int, Role], Lookup] | None = g.pop(PREFETCHED, None)
-    if prefetched is None or prefetched[0] != (actor.id, actor.role):
+    done: Prefetched | None = request.environ.pop(PREFETCHED, None)
+    if done is None or done.caller != (actor.id, actor.role):
         return None
-    return prefetched[1]
+    return done.looked
 
 
 def cached(generations: Generations) -> Callable[[Any], Any]:
-    """Cache a GET view. `generations(actor, **view_args)` names the counters guarding it."""
+    """Cache a GET view. `generations(actor, query_args, **view_args)` names the counters
+    guarding it."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
@@ -158,7 +186,7 @@ def cached(generations: Generations) -> Callable[[Any], Any]:
                 actor = cast(Actor, token_auth.current_user)
                 looked = _prefetched(actor)
                 if looked is None:
-                    plan = cache_plan(generations, actor, kwargs)
+                    plan = cache_plan(generations, actor, request.endpoint, kwargs, request.args)
                     looked = cache.lookup(plan.prefix, plan.generations)
             if looked is not None and looked.entry is not None:
                 hit = _decode(looked.entry)

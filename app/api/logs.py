@@ -24,7 +24,7 @@ bp = APIBlueprint(
 
 @bp.get("/logs/<int:log_id>")
 @bp.auth_required(token_auth)
-@cached(lambda user, log_id: scope_generations(user))
+@cached(lambda user, _args, log_id: scope_generations(user))
 @bp.output(TaskListItem, headers=CACHE_HEADERS)
 @bp.doc(
     summary="One daily-log entry with its task",

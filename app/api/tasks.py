@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import request, url_for
+from flask import url_for
+from werkzeug.datastructures import MultiDict
 
 from app.api.caching import (
     CACHE_DOC,
@@ -51,8 +52,8 @@ VISIBILITY = (
 )
 
 
-def _list_generations(user: Actor) -> list[str]:
-    day = request.args.get("date")
+def _list_generations(user: Actor, args: MultiDict[str, str]) -> list[str]:
+    day = args.get("date")
     return scope_generations(user) + ([date_generation(day)] if day else [])
 
 
@@ -111,7 +112,7 @@ def create_task(body: TaskCreateIn) -> Any:
 
 @bp.get("/task/<int:task_id>")
 @bp.auth_required(token_auth)
-@cached(lambda _user, task_id: [task_generation(task_id)])
+@cached(lambda _user, _args, task_id: [task_generation(task_id)])
 @bp.output(TaskOut, headers={**TASK_HEADERS, **CACHE_HEADERS})
 @bp.doc(summary="Get a task", description=VISIBILITY + CACHE_DOC, responses=[304, 401, 404])
 def get_task(task_id: int) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import secrets
 import threading
 from collections.abc import Sequence
@@ -74,9 +75,13 @@ return values
 """
 
 
+# Uniqueness, not secrecy, is wanted: a fast generator, seeded from the OS.
+_random = random.Random(secrets.randbits(128))  # noqa: S311
+
+
 def _seed() -> int:
     """A random starting value for a seeded counter (room left for 2**62 increments)."""
-    return secrets.randbits(62)
+    return _random.getrandbits(62)
 
 
 class RedisBackend:

@@ -12,6 +12,8 @@ from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# WSGI environ: the authenticated caller's id, for the server's access log (gunicorn.conf.py).
+USER_ID_ENVIRON = "mediaamp.user_id"
 # A client's id is echoed only if it looks like an id (no log injection through the header).
 _MAX_REQUEST_ID = 128
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -54,11 +56,40 @@ def configure_logging(log_format: str, level: str) -> None:
     root.setLevel(level.upper())
 
 
-def _incoming_request_id() -> str:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    if 0 < len(given) <= _MAX_REQUEST_ID and set(given) <= _REQUEST_ID_CHARS:
+def request_id_from(given: str | None) -> str:
+    """The client's `X-Request-ID` if it looks like an id, else a new one."""
+    if given and len(given) <= _MAX_REQUEST_ID and set(given) <= _REQUEST_ID_CHARS:
         return given
     return uuid.uuid4().hex
+
+
+def log_request(
+    environ: dict[str, Any],
+    status: int,
+    latency_ms: float | None,
+    user_id: int | None,
+    *,
+    write_line: bool,
+    request_id: str | None = None,
+) -> None:
+    """The one line logged per request (by Flask's hooks, or by app.api.cache_shortcut); with
+    `write_line` off (REQUEST_LOG=false) the server's access line is that line instead, and
+    reads the user id left in the environ (gunicorn.conf.py)."""
+    environ[USER_ID_ENVIRON] = user_id
+    if not write_line:
+        return
+    method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+    fields: dict[str, Any] = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "latency_ms": latency_ms,
+        "user_id": user_id,
+        "remote_addr": environ.get("REMOTE_ADDR"),
+    }
+    if request_id is not None:  # outside a request context the filter cannot add it
+        fields["request_id"] = request_id
+    log.info("%s %s %s", method, path, status, extra=fields)
 
 
 def install_request_logging(app: Flask) -> None:
@@ -66,7 +97,7 @@ def install_request_logging(app: Flask) -> None:
 
     @app.before_request
     def _start() -> None:
-        g.request_id = _incoming_request_id()
+        g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
         g.request_started = time.perf_counter()
 
     @app.after_request
@@ -76,15 +107,13 @@ def install_request_logging(app: Flask) -> None:
             response.headers[REQUEST_ID_HEADER] = request_id
         started = g.get("request_started")
         latency_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
-        fields: dict[str, Any] = {
-            "method": request.method,
-            "path": request.path,
-            "status": response.status_code,
-            "latency_ms": latency_ms,
-            "user_id": _user_id(),
-            "remote_addr": request.remote_addr,
-        }
-        log.info("%s %s %s", request.method, request.path, response.status_code, extra=fields)
+        log_request(
+            request.environ,
+            response.status_code,
+            latency_ms,
+            _user_id(),
+            write_line=app.config["SETTINGS"].request_log,
+        )
         return response
 
 

@@ -72,6 +72,13 @@ class LoaderCollector(Collector):
         yield last
 
 
+def count_request(method: str, endpoint: str, status: int, seconds: float | None) -> None:
+    """One answered request (by Flask's hooks, or by app.api.cache_shortcut)."""
+    HTTP_REQUESTS.labels(method, endpoint, str(status)).inc()
+    if seconds is not None:
+        HTTP_LATENCY.labels(method, endpoint).observe(seconds)
+
+
 def _endpoint() -> str:
     # The route template, not the raw path: ids in paths would explode the label cardinality.
     return request.url_rule.rule if request.url_rule is not None else "<unmatched>"
@@ -84,11 +91,9 @@ def install_metrics(app: APIFlask, settings: Settings) -> None:
 
     @app.after_request
     def _count(response: Response) -> Response:
-        endpoint = _endpoint()
-        HTTP_REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
         started = g.get("metrics_started")
-        if started is not None:
-            HTTP_LATENCY.labels(request.method, endpoint).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started if started is not None else None
+        count_request(request.method, _endpoint(), response.status_code, seconds)
         cache_result = response.headers.get("X-Cache")
         if cache_result:
             CACHE_LOOKUPS.labels(cache_result.lower()).inc()

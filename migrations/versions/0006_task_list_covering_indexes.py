@@ -1,5 +1,6 @@
 """Covering indexes for the task list: live tasks in created_at or id order, with the status and
-priority the list filters on, so that a page (and its OFFSET) is read from the index alone.
+priority the list filters on, so that a page (and its OFFSET) is read from the index alone; and
+the ids of soft-deleted tasks, which the date view probes for every log entry it walks.
 
 Revision ID: 0006
 Revises: 0005
@@ -17,6 +18,7 @@ branch_labels = None
 depends_on = None
 
 LIVE = sa.text('deleted_at IS NULL')
+DELETED = sa.text('deleted_at IS NOT NULL')
 INCLUDED = ['status', 'priority']
 
 
@@ -38,9 +40,17 @@ def upgrade():
             postgresql_where=LIVE,
             sqlite_where=LIVE,
         )
+        batch_op.create_index(
+            'ix_task_manager_deleted_id',
+            ['id'],
+            unique=False,
+            postgresql_where=DELETED,
+            sqlite_where=DELETED,
+        )
 
 
 def downgrade():
     with op.batch_alter_table('task_manager', schema=None) as batch_op:
+        batch_op.drop_index('ix_task_manager_deleted_id')
         batch_op.drop_index('ix_task_manager_live_id')
         batch_op.drop_index('ix_task_manager_live_created_at_id')

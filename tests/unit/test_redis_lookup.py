@@ -1,0 +1,82 @@
+"""The Redis backend's one-round-trip lookup (a Lua script) on a real redis-server: the same
+answer as reading the counters and then the entry, a seeded global counter, and a server that
+lost its scripts or its data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.cache.backends import MemoryBackend, RedisBackend, versioned
+from app.cache.store import GLOBAL_GENERATION
+from tests.reliability.helpers import RedisServer, running_redis
+
+COUNTERS = [GLOBAL_GENERATION, "gen:scope:staff", "gen:auth:7"]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    with running_redis(tmp_path) as redis_server:
+        yield redis_server
+
+
+@pytest.fixture
+def backend(server: RedisServer) -> RedisBackend:
+    return RedisBackend(server.url, 1.0, GLOBAL_GENERATION)
+
+
+def test_a_missing_global_counter_is_seeded_not_started_at_zero(backend: RedisBackend) -> None:
+    values, entry = backend.lookup(COUNTERS, "resp:x", versioned_by=2)
+    assert entry is None
+    assert int(values[0]) > 2**20, "a lost counter must not count again from 0"
+    assert values[1:] == [b"0", b"0"]
+    assert backend.get_many([GLOBAL_GENERATION]) == [values[0]]  # stored, and stable
+    again, _ = backend.lookup(COUNTERS, "resp:x", versioned_by=2)
+    assert again == values
+
+
+def test_the_entry_is_the_one_under_the_current_counters(backend: RedisBackend) -> None:
+    values, _ = backend.lookup(COUNTERS, "resp:x", versioned_by=2)
+    backend.set(versioned("resp:x", values[:2]), b"answer", 60)
+    assert backend.lookup(COUNTERS, "resp:x", versioned_by=2) == (values, b"answer")
+
+    backend.incr_many(["gen:auth:7"])  # read along, not part of the key
+    bumped, entry = backend.lookup(COUNTERS, "resp:x", versioned_by=2)
+    assert entry == b"answer" and bumped[2] == b"1"
+
+    backend.incr_many(["gen:scope:staff"])  # part of the key: the entry is out of reach
+    assert backend.lookup(COUNTERS, "resp:x", versioned_by=2)[1] is None
+
+
+def test_redis_and_the_in_process_store_agree(backend: RedisBackend) -> None:
+    memory = MemoryBackend(100, 60)
+    for store in (backend, memory):
+        store.incr_many([GLOBAL_GENERATION, "gen:scope:staff"])
+        values, _ = store.lookup(COUNTERS, "resp:y", versioned_by=3)
+        store.set(versioned("resp:y", values[:3]), b"kept", 60)
+    redis_values, redis_entry = backend.lookup(COUNTERS, "resp:y", versioned_by=3)
+    memory_values, memory_entry = memory.lookup(COUNTERS, "resp:y", versioned_by=3)
+    assert redis_entry == memory_entry == b"kept"
+    assert redis_values[1:] == memory_values[1:] == [b"1", b"0"]
+
+
+def test_a_server_that_lost_its_scripts_or_its_data_still_answers(
+    server: RedisServer, backend: RedisBackend
+) -> None:
+    before, _ = backend.lookup(COUNTERS, "resp:z", versioned_by=2)
+    server.client().script_flush()
+    assert backend.lookup(COUNTERS, "resp:z", versioned_by=2)[0] == before
+
+    server.client().flushdb()
+    after, entry = backend.lookup(COUNTERS, "resp:z", versioned_by=2)
+    assert entry is None and after[0] != before[0]
+
+
+def test_a_bump_of_the_lost_global_counter_seeds_it_first(
+    server: RedisServer, backend: RedisBackend
+) -> None:
+    server.client().flushdb()
+    backend.incr_many([GLOBAL_GENERATION])
+    assert int(backend.get_many([GLOBAL_GENERATION])[0] or 0) > 2**20
