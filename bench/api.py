@@ -9,7 +9,10 @@ Needs `wrk` on PATH (Debian: apt-get install wrk), PostgreSQL (BENCH_DATABASE_UR
      status and priority, created over 30 days), log-days x N task_logger rows, one admin and
      the users (one argon2 hash for all), then VACUUM ANALYZE;
   2. serves the API with gunicorn -c gunicorn.conf.py on a free loopback port, and the ceiling
-     (bench/ceiling_app.py: no database, the same JSON page) with the same gunicorn settings;
+     (bench/ceiling_app.py: no database, the same JSON page, serialised on every request by the
+     API's own JSON provider) with the same gunicorn settings: by default gunicorn.conf.py's
+     defaults with Redis on this machine (workers = min(2 x cores, 4), 4 threads each); for
+     reference, the ceiling once more with Flask's own (standard-library) JSON provider;
   3. logs in as a `user` and as the admin, and drives each scenario with wrk and
      bench/wrk_api.lua (a few seconds of unmeasured warm-up first);
   4. prints req/s, p50, p99, non-2xx, the X-Cache hit rate and the ratio to the ceiling's req/s,
@@ -484,7 +487,7 @@ def run_wrk(url: str, token: str, mode: Sequence[str], seconds: int, opts: WrkOp
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: str  # warm, miss, write, ceiling
+    kind: str  # warm, miss, write, ceiling, reference
     path: str  # the wrk URL's path (the fixed request, or the base of random ones)
     token: str
     mode: tuple[str, ...]
@@ -568,8 +571,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured seconds per scenario")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--workers", type=int, default=2, help="WEB_CONCURRENCY")
-    parser.add_argument("--gunicorn-threads", type=int, default=8, help="GUNICORN_THREADS")
+    # gunicorn.conf.py's defaults for a deployment with Redis on this machine (given explicitly:
+    # the ceiling has no REDIS_URL, and the same settings must serve both).
+    parser.add_argument(
+        "--workers", type=int, default=min(2 * (os.cpu_count() or 1), 4), help="WEB_CONCURRENCY"
+    )
+    parser.add_argument("--gunicorn-threads", type=int, default=4, help="GUNICORN_THREADS")
     parser.add_argument("--max-page", type=int, default=50, help="random list pages: 1..N")
     parser.add_argument("--date-max-page", type=int, default=250, help="random log pages: 1..N")
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
@@ -661,6 +668,21 @@ def run(
     )
     status, _, ceiling_page = http("GET", ceiling.base_url + PAGE_PATH, admin_token)
     assert status == 200, status
+    assert ceiling_page == page, "the ceiling must answer the API's very bytes"
+    # For reference only (no target): the ceiling with Flask's own JSON provider (the standard
+    # library's json), i.e. what a bare Flask app serialises with by default.
+    flask_json_ceiling = start_server(
+        "ceiling-flask-json",
+        "bench.ceiling_app:create_app()",
+        {
+            **gunicorn_env,
+            "APP_ENV": "development",
+            "CEILING_PAGE_FILE": str(page_file),
+            "CEILING_JSON": "flask",
+        },
+        tmp,
+        servers,
+    )
     print(
         f"page bodies: API GET {PAGE_PATH} {len(page):,} bytes, "
         f"ceiling {len(ceiling_page):,} bytes (the same 20 items)"
@@ -721,9 +743,16 @@ def run(
         )
         return Row(scenario, result, share[0])
 
-    # The ceiling first, then its server stops so that it takes no CPU during the API runs.
+    # The ceilings first, then their servers stop so that they take no CPU during the API runs.
     ceiling_row = measure(ceiling, ceiling_scenario)
     stop_server(ceiling)
+    flask_json_row = measure(
+        flask_json_ceiling,
+        Scenario(
+            "(f) same, Flask's JSON provider", "reference", PAGE_PATH, admin_token, ("fixed",)
+        ),
+    )
+    stop_server(flask_json_ceiling)
     for scenario in scenarios:
         rows.append(measure(api, scenario))
     rows.append(ceiling_row)
@@ -736,6 +765,16 @@ def run(
     )
     print(f"ceiling: {ceiling_rps:,.0f} req/s\n")
     print_table(rows, ceiling_rps)
+    reference_rps = flask_json_row.result.rps
+    print(
+        f"for reference (no target): the ceiling with Flask's own JSON provider (stdlib json) "
+        f"answered {reference_rps:,.0f} req/s; against it the API's rows would read "
+        + ", ".join(
+            f"{row.scenario.name.split()[0]} {row.result.rps / reference_rps:.2f}"
+            for row in rows
+            if row.scenario.kind in KIND_RATIO
+        )
+    )
     print(
         "\nhit % is the share of X-Cache: HIT among the API's answers; (e) writes and (f) have no "
         "req/s target; other % is the CPU (share of the whole machine, a lower bound) used by "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -11,8 +12,10 @@ from sqlalchemy import (
     ColumnElement,
     Date,
     Exists,
+    Integer,
     Select,
     and_,
+    bindparam,
     exists,
     func,
     literal,
@@ -382,6 +385,69 @@ def _log_only_conditions(
     return conditions
 
 
+def _log_only_values(filters: TaskFilters) -> dict[str, Any]:
+    """The values of `_log_only_conditions`' filters, by the names `_log_page_statement` binds."""
+    values: dict[str, Any] = {
+        "status": filters.status,
+        "priority": filters.priority,
+        "assigned_user_id": None if filters.unassigned else filters.assigned_user_id,
+        "created_from": start_of_day(filters.created_from) if filters.created_from else None,
+        "created_to": start_of_day(filters.created_to + timedelta(days=1))
+        if filters.created_to
+        else None,
+    }
+    if filters.unassigned:
+        values["unassigned"] = True
+    return {name: value for name, value in values.items() if value is not None}
+
+
+@functools.lru_cache(maxsize=256)
+def _log_page_statement(
+    bound: tuple[str, ...],
+    include_deleted: bool,
+    deleted_only: bool,
+    sort: tuple[tuple[str, bool], ...],
+) -> Select[Any]:
+    """The fast path's page statement for every request of that shape, its values bound at
+    execution (building it and computing its cache key cost more than running it): the page's
+    task ids from the index alone (no heap row of a skipped entry is read), then those entries
+    and their tasks."""
+    conditions: list[ColumnElement[bool]] = [TaskLogEntry.log_date == bindparam("log_date")]
+    for name, column in (
+        ("status", TaskLogEntry.status),
+        ("priority", TaskLogEntry.priority),
+        ("assigned_user_id", TaskLogEntry.assigned_user_id),
+    ):
+        if name in bound:
+            conditions.append(column == bindparam(name))
+    if "unassigned" in bound:
+        conditions.append(TaskLogEntry.assigned_user_id.is_(None))
+    if "created_from" in bound:
+        conditions.append(TaskLogEntry.task_created_at >= bindparam("created_from"))
+    if "created_to" in bound:
+        conditions.append(TaskLogEntry.task_created_at < bindparam("created_to"))
+    if not include_deleted:
+        conditions.append(~_task_is_deleted())
+    if deleted_only:
+        conditions.append(_task_is_deleted())
+    page = (
+        select(TaskLogEntry.task_id)
+        .where(*conditions)
+        .order_by(*_log_order(sort))
+        .offset(bindparam("offset", type_=Integer))
+        .limit(bindparam("limit", type_=Integer))
+        .subquery("page")
+    )
+    return (
+        select(TaskLogEntry)
+        .join(page, page.c.task_id == TaskLogEntry.task_id)
+        .join(TaskLogEntry.task)
+        .where(TaskLogEntry.log_date == bindparam("log_date"))
+        .order_by(*_log_order(sort))
+        .options(contains_eager(TaskLogEntry.task))  # the task rides along
+    )
+
+
 def _log_order(sort: tuple[tuple[str, bool], ...]) -> list[ColumnElement[Any]]:
     """`ordered()` restated on task_logger: within a day, task_id is unique and stands for the
     task's id, task_created_at for its created_at, so both orders are the same."""
@@ -422,26 +488,13 @@ def log_entries_for_date(
     """Entries `offset` to `offset + limit` of the date view for `log_date`, in the task list's
     order, each with its task loaded: one query."""
     if answerable_from_log(scope, filters):
-        # The page's task ids from the index alone (no heap row of a skipped entry is read),
-        # then those entries and their tasks.
-        page = (
-            select(TaskLogEntry.task_id)
-            .where(*_log_only_conditions(log_date, scope, filters))
-            .order_by(*_log_order(filters.sort))
-            .offset(offset)
-            .limit(limit)
-            .subquery("page")
-        )
-        stmt = (
-            select(TaskLogEntry)
-            .join(page, page.c.task_id == TaskLogEntry.task_id)
-            .join(TaskLogEntry.task)
-            .where(TaskLogEntry.log_date == log_date)
-            .order_by(*_log_order(filters.sort))
-        )
-    else:
-        stmt = _joined(select(TaskLogEntry), log_date, scope, filters)
-        stmt = ordered(stmt, filters.sort).offset(offset).limit(limit)
+        # Built once per shape (the values are bound): see `_log_page_statement`.
+        params: dict[str, Any] = {"log_date": log_date, "offset": offset, "limit": limit}
+        params.update(_log_only_values(filters))
+        shape = (tuple(sorted(params)), scope.include_deleted, filters.deleted_only, filters.sort)
+        return list(db.session.scalars(_log_page_statement(*shape), params))
+    stmt = _joined(select(TaskLogEntry), log_date, scope, filters)
+    stmt = ordered(stmt, filters.sort).offset(offset).limit(limit)
     stmt = stmt.options(contains_eager(TaskLogEntry.task))  # the task rides along
     return list(db.session.scalars(stmt))
 

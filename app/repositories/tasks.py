@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import ColumnElement, Date, Select, case, cast, func, or_, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Date,
+    Integer,
+    Select,
+    bindparam,
+    case,
+    cast,
+    func,
+    or_,
+    select,
+)
 
 from app.extensions import db
 from app.models import Task, TaskAuditEntry, TaskPriority, TaskStatus
@@ -62,21 +76,35 @@ def start_of_day(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+def _owned_by(owner: int | BindParameter[int]) -> ColumnElement[bool]:
+    return or_(Task.assigned_user_id == owner, Task.created_by_id == owner)
+
+
 def scoped(stmt: Select[Any], scope: TaskScope) -> Select[Any]:
     if not scope.include_deleted:
         stmt = stmt.where(Task.deleted_at.is_(None))
     if scope.owner_id is not None:
-        stmt = stmt.where(
-            or_(Task.assigned_user_id == scope.owner_id, Task.created_by_id == scope.owner_id)
-        )
+        stmt = stmt.where(_owned_by(scope.owner_id))
     return stmt
 
 
+@functools.cache
+def _visible_task_statement(owned: bool, include_deleted: bool, for_update: bool) -> Select[Any]:
+    """`get_visible_task`'s statement, built once per shape with its values bound at execution:
+    building a statement and computing its cache key cost more than running it."""
+    stmt = select(Task).where(Task.id == bindparam("task_id"))
+    if not include_deleted:
+        stmt = stmt.where(Task.deleted_at.is_(None))
+    if owned:
+        stmt = stmt.where(_owned_by(bindparam("owner_id", type_=Integer)))
+    return stmt.with_for_update() if for_update else stmt
+
+
 def get_visible_task(task_id: int, scope: TaskScope, *, for_update: bool = False) -> Task | None:
-    stmt = scoped(select(Task).where(Task.id == task_id), scope)
-    if for_update:
-        stmt = stmt.with_for_update()
-    task: Task | None = db.session.scalar(stmt)
+    owned = scope.owner_id is not None
+    stmt = _visible_task_statement(owned, scope.include_deleted, for_update)
+    params = {"task_id": task_id, "owner_id": scope.owner_id} if owned else {"task_id": task_id}
+    task: Task | None = db.session.scalar(stmt, params)
     return task
 
 
@@ -84,33 +112,59 @@ def get_task_any_state(task_id: int) -> Task | None:
     return db.session.get(Task, task_id)
 
 
-def filtered(stmt: Select[Any], filters: TaskFilters) -> Select[Any]:
-    if filters.status is not None:
-        stmt = stmt.where(Task.status == filters.status)
-    if filters.priority is not None:
-        stmt = stmt.where(Task.priority == filters.priority)
+# The filters that compare a column with a value: (name, the value a filter set asks for or None,
+# the condition on a value). Table-driven so that a page's statement can be built once per shape,
+# with bound parameters (tasks_page), and still read the same as `filtered`.
+ValueFilter = tuple[str, Callable[[TaskFilters], Any], Callable[[Any], ColumnElement[bool]]]
+VALUE_FILTERS: tuple[ValueFilter, ...] = (
+    ("status", lambda f: f.status, lambda v: Task.status == v),
+    ("priority", lambda f: f.priority, lambda v: Task.priority == v),
+    (
+        "assigned_user_id",
+        lambda f: None if f.unassigned else f.assigned_user_id,
+        lambda v: Task.assigned_user_id == v,
+    ),
+    (
+        "created_from",
+        lambda f: start_of_day(f.created_from) if f.created_from is not None else None,
+        lambda v: Task.created_at >= v,
+    ),
+    (
+        "created_to",  # inclusive: the whole of that day
+        lambda f: (
+            start_of_day(f.created_to + timedelta(days=1)) if f.created_to is not None else None
+        ),
+        lambda v: Task.created_at < v,
+    ),
+    ("due_from", lambda f: f.due_from, lambda v: Task.due_date >= v),
+    ("due_to", lambda f: f.due_to, lambda v: Task.due_date <= v),
+)
+
+
+def _flag_conditions(filters: TaskFilters) -> list[ColumnElement[bool]]:
+    """The filters without a value to bind."""
+    conditions: list[ColumnElement[bool]] = []
     if filters.unassigned:
-        stmt = stmt.where(Task.assigned_user_id.is_(None))
-    elif filters.assigned_user_id is not None:
-        stmt = stmt.where(Task.assigned_user_id == filters.assigned_user_id)
+        conditions.append(Task.assigned_user_id.is_(None))
+    if filters.deleted_only:
+        conditions.append(Task.deleted_at.is_not(None))
+    return conditions
+
+
+def filtered(stmt: Select[Any], filters: TaskFilters) -> Select[Any]:
+    conditions = [
+        condition(value)
+        for _, value_of, condition in VALUE_FILTERS
+        if (value := value_of(filters)) is not None
+    ]
     if filters.q:
-        stmt = stmt.where(
+        conditions.append(
             or_(
                 Task.task_name.icontains(filters.q, autoescape=True),
                 Task.description.icontains(filters.q, autoescape=True),
             )
         )
-    if filters.created_from is not None:
-        stmt = stmt.where(Task.created_at >= start_of_day(filters.created_from))
-    if filters.created_to is not None:  # inclusive: the whole of that day
-        stmt = stmt.where(Task.created_at < start_of_day(filters.created_to + timedelta(days=1)))
-    if filters.due_from is not None:
-        stmt = stmt.where(Task.due_date >= filters.due_from)
-    if filters.due_to is not None:
-        stmt = stmt.where(Task.due_date <= filters.due_to)
-    if filters.deleted_only:
-        stmt = stmt.where(Task.deleted_at.is_not(None))
-    return stmt
+    return stmt.where(*conditions, *_flag_conditions(filters))
 
 
 def ordered(stmt: Select[Any], sort: tuple[tuple[str, bool], ...]) -> Select[Any]:
@@ -133,18 +187,73 @@ def count_tasks(scope: TaskScope, filters: TaskFilters) -> int:
     return db.session.scalar(stmt) or 0
 
 
+@dataclass(frozen=True)
+class _PageShape:
+    """What a page's statement depends on, values aside."""
+
+    owned: bool
+    include_deleted: bool
+    bound_filters: tuple[str, ...]
+    unassigned: bool
+    deleted_only: bool
+    sort: tuple[tuple[str, bool], ...]
+
+
+@functools.lru_cache(maxsize=512)
+def _page_statement(shape: _PageShape) -> Select[Any]:
+    """The statement of every page of that shape, its values bound at execution: building a
+    statement and computing its cache key cost more than running it on an index."""
+    page_ids = select(Task.id)
+    if not shape.include_deleted:
+        page_ids = page_ids.where(Task.deleted_at.is_(None))
+    if shape.owned:
+        page_ids = page_ids.where(_owned_by(bindparam("owner_id", type_=Integer)))
+    conditions = [
+        condition(bindparam(name))
+        for name, _, condition in VALUE_FILTERS
+        if name in shape.bound_filters
+    ]
+    flags = TaskFilters(unassigned=shape.unassigned, deleted_only=shape.deleted_only)
+    page = (
+        ordered(page_ids.where(*conditions, *_flag_conditions(flags)), shape.sort)
+        .offset(bindparam("offset", type_=Integer))
+        .limit(bindparam("limit", type_=Integer))
+        .subquery()
+    )
+    return ordered(select(Task).join(page, Task.id == page.c.id), shape.sort)
+
+
 def tasks_page(scope: TaskScope, filters: TaskFilters, offset: int, limit: int) -> list[Task]:
     """One page of the list. The page's ids are found first and only those rows read: finding
     them walks (and skips OFFSET) entries of an index that covers the common lists (live tasks,
     status and priority filters, created_at or id order), never the table's rows."""
-    page_ids = (
-        ordered(filtered(scoped(select(Task.id), scope), filters), filters.sort)
-        .offset(offset)
-        .limit(limit)
-        .subquery()
+    if filters.q:  # a search pattern is not a bound value (escaping): built for this request
+        page_ids = (
+            ordered(filtered(scoped(select(Task.id), scope), filters), filters.sort)
+            .offset(offset)
+            .limit(limit)
+            .subquery()
+        )
+        stmt = ordered(select(Task).join(page_ids, Task.id == page_ids.c.id), filters.sort)
+        return list(db.session.scalars(stmt))
+    params: dict[str, Any] = {"offset": offset, "limit": limit}
+    for name, value_of, _ in VALUE_FILTERS:
+        if (value := value_of(filters)) is not None:
+            params[name] = value
+    if scope.owner_id is not None:
+        params["owner_id"] = scope.owner_id
+    shape = _PageShape(
+        owned=scope.owner_id is not None,
+        include_deleted=scope.include_deleted,
+        bound_filters=tuple(name for name in params if name in _BOUND_FILTER_NAMES),
+        unassigned=filters.unassigned,
+        deleted_only=filters.deleted_only,
+        sort=filters.sort,
     )
-    stmt = ordered(select(Task).join(page_ids, Task.id == page_ids.c.id), filters.sort)
-    return list(db.session.scalars(stmt))
+    return list(db.session.scalars(_page_statement(shape), params))
+
+
+_BOUND_FILTER_NAMES = frozenset(name for name, _, _ in VALUE_FILTERS)
 
 
 def add_task(task: Task) -> Task:

@@ -104,7 +104,7 @@ def create_task(actor: Actor, new: NewTask) -> Task:
         name: {"old": None, "new": _json_value(getattr(task, name))} for name in EDITABLE_FIELDS
     }
     _audit(task, actor, AuditAction.CREATED, changes)
-    db.session.commit()
+    _commit_answered()
     return task
 
 
@@ -126,11 +126,23 @@ def _check_precondition(task: Task, if_match: Collection[str] | None) -> None:
         raise PreconditionFailed("the task has changed since it was read; fetch it again")
 
 
+def _commit_answered() -> None:
+    """Commit, keeping the written objects' state loaded: the task as written (its new version
+    included) is the answer, and expiring it would cost a query to read back what was just
+    written. Only this commit does so: elsewhere (jobs) objects expire as usual."""
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True
+
+
 def _commit_write(if_match: Collection[str] | None) -> None:
     """Commit; a concurrent write that got in first (the version moved on) becomes a 412 when
     the client asked for a precondition, else a 409 to retry."""
     try:
-        db.session.commit()
+        _commit_answered()
     except StaleDataError as exc:
         db.session.rollback()
         if if_match is not None:
@@ -195,7 +207,7 @@ def restore_task(actor: Actor, task_id: int) -> Task:
     task.deleted_at = None
     task.updated_at = utcnow()
     _audit(task, actor, AuditAction.RESTORED, {"deleted_at": {"old": old.isoformat(), "new": None}})
-    db.session.commit()
+    _commit_answered()
     return task
 
 
