@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from math import ceil
@@ -31,6 +32,11 @@ class Page(Generic[T]):
         return (self.page - 1) * self.per_page
 
 
+# Striped locks: threads of a process that miss the same count wait for the first one's answer
+# instead of all scanning the same rows at once (a day of the log: 100,000 rows each).
+_COUNT_LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
 def counted(what: Any, generations: Sequence[str], count: Callable[[], int]) -> int:
     """`count()`, remembered in the response cache under `what` (a repr-able description of the
     query: scope and filters) and guarded by `generations`, like the answers themselves: an
@@ -43,7 +49,12 @@ def counted(what: Any, generations: Sequence[str], count: Callable[[], int]) -> 
     looked = cache.lookup(f"count:{digest}", generations)
     if looked is not None and looked.entry is not None:
         return int(looked.entry)
-    total = count()
-    if looked is not None:
-        cache.set(looked.key, str(total).encode())
+    if looked is None:  # the cache is unavailable
+        return count()
+    with _COUNT_LOCKS[hash(digest) % len(_COUNT_LOCKS)]:
+        again = cache.lookup(f"count:{digest}", generations)  # counted while this one waited?
+        if again is not None and again.entry is not None:
+            return int(again.entry)
+        total = count()
+        cache.set((again or looked).key, str(total).encode())
     return total

@@ -3,6 +3,7 @@ autocommit, pooled connections pinged only when idle."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -122,3 +123,31 @@ def test_a_connection_idle_past_the_threshold_is_pinged_and_replaced_if_dead(
 
         response = client.get("/me", headers=headers)  # reads the account: a query
         assert response.status_code == 200, response.json
+
+
+def test_threads_that_miss_the_same_total_count_it_once(
+    app: APIFlask, backend: str, admin: Account, login: Login, statements: list[tuple[str, bool]]
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("concurrent readers: the PostgreSQL lane")
+    client = app.test_client()
+    headers = login(admin)
+    for n in range(3):
+        client.post("/task", json={"task_name": f"t{n}", "priority": "LOW"}, headers=headers)
+    statements.clear()
+    start = threading.Barrier(8)
+    totals: list[int] = []
+
+    def list_page(page: int) -> None:
+        start.wait()
+        response = app.test_client().get(f"/tasks?priority=LOW&page={page}", headers=headers)
+        totals.append(response.json["total"])
+
+    threads = [threading.Thread(target=list_page, args=(page,)) for page in range(1, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert totals == [3] * 8
+    assert len(counts(statements)) == 1, counts(statements)
