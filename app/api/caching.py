@@ -8,12 +8,12 @@ endpoint, the caller's visibility scope, every query parameter and the generatio
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, cast
 
+import orjson
 from flask import Response, current_app, make_response, request
 from werkzeug.datastructures import MultiDict
 
@@ -83,13 +83,13 @@ def _not_modified(response: Response) -> Response:
 
 def _encode(response: Response) -> bytes:
     headers = {k: response.headers[k] for k in STORED_HEADERS if k in response.headers}
-    return json.dumps(headers).encode() + b"\n" + response.get_data()
+    return orjson.dumps(headers) + b"\n" + response.get_data()
 
 
 def _decode(stored: bytes) -> Response:
     head, _, body = stored.partition(b"\n")
     response = Response(body, status=200)
-    for name, value in json.loads(head).items():
+    for name, value in orjson.loads(head).items():
         response.headers[name] = value
     return response
 

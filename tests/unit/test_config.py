@@ -179,6 +179,7 @@ def test_postgresql_sessions_use_utc_and_bounded_timeouts() -> None:
     assert options["connect_args"]["connect_timeout"] == 7
     assert "timezone=UTC" in options["connect_args"]["options"]
     assert "statement_timeout=1234" in options["connect_args"]["options"]
+    assert "max_parallel_workers_per_gather=0" in options["connect_args"]["options"]
 
 
 def test_errors_do_not_propagate_in_any_environment() -> None:
