@@ -15,6 +15,7 @@ matching `If-None-Match`) and is logged and counted in the metrics the same way.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,8 @@ from app.observability.logging import REQUEST_ID_HEADER, log_request, request_id
 from app.observability.metrics import CACHE_LOOKUPS, count_request
 from app.services.sessions import Principal
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -51,7 +54,12 @@ class CacheShortcut:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self.enabled and environ.get("REQUEST_METHOD") == "GET":
-            answer = self._cached_answer(environ)
+            try:
+                answer = self._cached_answer(environ)
+            except Exception:  # Flask answers instead, with its error handling if it fails too
+                log.exception("the cache shortcut failed; answering through Flask")
+                environ.pop(PREFETCHED, None)
+                answer = None
             if answer is not None:
                 status, headers, body = answer
                 start_response(status, headers)

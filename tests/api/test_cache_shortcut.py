@@ -199,3 +199,18 @@ def test_a_request_the_shortcut_read_for_but_missed_reads_nothing_twice(
     assert miss.headers["X-Cache"] == "MISS"
     assert [p for p in lookups if not p.startswith("count:")] == [lookups[0]]
     assert len([p for p in lookups if not p.startswith("count:")]) == 1
+
+
+def test_a_failing_shortcut_leaves_the_answer_to_flask(
+    client: FlaskClient, alice: Account, login: Login, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = login(alice)
+    expected = client.get("/tasks", headers=headers)
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("app.api.cache_shortcut.prefetch", broken)
+    answer = client.get("/tasks", headers=headers)
+
+    assert answer.status_code == 200 and answer.get_data() == expected.get_data()
