@@ -179,8 +179,3 @@ def confirm_session(
     if memory is not None and counters is not None:
         memory.remember(user.id, claims.family_id, counters, user.role)
     return Principal(id=user.id, role=user.role, family_id=claims.family_id)
-
-
-def authenticate_access_token(raw_token: str) -> Principal:
-    """The caller behind a bearer token, or AuthenticationFailed with the reason."""
-    return confirm_session(decode_access_token(raw_token))
