@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -367,26 +367,9 @@ def _task_is_deleted() -> Exists:
     )
 
 
-def _log_only_conditions(
-    log_date: date, scope: TaskScope, filters: TaskFilters
-) -> list[ColumnElement[bool]]:
-    """`filtered(scoped(...))` restated on task_logger, for `answerable_from_log` cases."""
-    conditions = _snapshot_conditions(log_date, filters)
-    if filters.created_from is not None:
-        conditions.append(TaskLogEntry.task_created_at >= start_of_day(filters.created_from))
-    if filters.created_to is not None:  # inclusive: the whole of that day
-        conditions.append(
-            TaskLogEntry.task_created_at < start_of_day(filters.created_to + timedelta(days=1))
-        )
-    if not scope.include_deleted:
-        conditions.append(~_task_is_deleted())
-    if filters.deleted_only:
-        conditions.append(_task_is_deleted())
-    return conditions
-
-
 def _log_only_values(filters: TaskFilters) -> dict[str, Any]:
-    """The values of `_log_only_conditions`' filters, by the names `_log_page_statement` binds."""
+    """The values the fast path binds, by the names `_log_only_conditions` gives them (the day,
+    offset and limit aside)."""
     values: dict[str, Any] = {
         "status": filters.status,
         "priority": filters.priority,
@@ -396,43 +379,65 @@ def _log_only_values(filters: TaskFilters) -> dict[str, Any]:
         if filters.created_to
         else None,
     }
-    if filters.unassigned:
-        values["unassigned"] = True
     return {name: value for name, value in values.items() if value is not None}
 
 
-@functools.lru_cache(maxsize=256)
-def _log_page_statement(
-    bound: tuple[str, ...],
-    include_deleted: bool,
-    deleted_only: bool,
-    sort: tuple[tuple[str, bool], ...],
-) -> Select[Any]:
-    """The fast path's page statement for every request of that shape, its values bound at
-    execution (building it and computing its cache key cost more than running it): the page's
-    task ids from the index alone (no heap row of a skipped entry is read), then those entries
-    and their tasks."""
+@dataclass(frozen=True)
+class _LogShape:
+    """What a fast-path statement depends on, values aside."""
+
+    bound: tuple[str, ...]  # names of the filters with a value (`_log_only_values`)
+    unassigned: bool
+    include_deleted: bool
+    deleted_only: bool
+
+    @classmethod
+    def of(cls, scope: TaskScope, filters: TaskFilters, values: dict[str, Any]) -> _LogShape:
+        return cls(
+            tuple(sorted(values)), filters.unassigned, scope.include_deleted, filters.deleted_only
+        )
+
+
+def _log_only_conditions(shape: _LogShape) -> list[ColumnElement[bool]]:
+    """`filtered(scoped(...))` restated on task_logger for `answerable_from_log` cases, with the
+    day and every value bound (`:log_date`, and the names of `_log_only_values`)."""
     conditions: list[ColumnElement[bool]] = [TaskLogEntry.log_date == bindparam("log_date")]
     for name, column in (
         ("status", TaskLogEntry.status),
         ("priority", TaskLogEntry.priority),
         ("assigned_user_id", TaskLogEntry.assigned_user_id),
     ):
-        if name in bound:
+        if name in shape.bound:
             conditions.append(column == bindparam(name))
-    if "unassigned" in bound:
+    if shape.unassigned:
         conditions.append(TaskLogEntry.assigned_user_id.is_(None))
-    if "created_from" in bound:
+    if "created_from" in shape.bound:
         conditions.append(TaskLogEntry.task_created_at >= bindparam("created_from"))
-    if "created_to" in bound:
+    if "created_to" in shape.bound:  # inclusive: bound to the start of the next day
         conditions.append(TaskLogEntry.task_created_at < bindparam("created_to"))
-    if not include_deleted:
+    if not shape.include_deleted:
         conditions.append(~_task_is_deleted())
-    if deleted_only:
+    if shape.deleted_only:
         conditions.append(_task_is_deleted())
+    return conditions
+
+
+# Fast-path statements are built once per shape, their values bound at execution: building a
+# statement and computing its cache key cost more than running it.
+
+
+@functools.lru_cache(maxsize=256)
+def _log_count_statement(shape: _LogShape) -> Select[Any]:
+    return select(func.count()).select_from(TaskLogEntry).where(*_log_only_conditions(shape))
+
+
+@functools.lru_cache(maxsize=256)
+def _log_page_statement(shape: _LogShape, sort: tuple[tuple[str, bool], ...]) -> Select[Any]:
+    """The page's task ids from the index alone (no heap row of a skipped entry is read), then
+    those entries and their tasks."""
     page = (
         select(TaskLogEntry.task_id)
-        .where(*conditions)
+        .where(*_log_only_conditions(shape))
         .order_by(*_log_order(sort))
         .offset(bindparam("offset", type_=Integer))
         .limit(bindparam("limit", type_=Integer))
@@ -475,10 +480,10 @@ def _joined(
 def count_log_for_date(log_date: date, scope: TaskScope, filters: TaskFilters) -> int:
     """How many entries the date view lists for `log_date`, on every page together."""
     if answerable_from_log(scope, filters):
-        stmt = select(func.count()).select_from(TaskLogEntry)
-        stmt = stmt.where(*_log_only_conditions(log_date, scope, filters))
-    else:
-        stmt = _joined(select(func.count()).select_from(TaskLogEntry), log_date, scope, filters)
+        values = _log_only_values(filters)
+        statement = _log_count_statement(_LogShape.of(scope, filters, values))
+        return db.session.scalar(statement, {"log_date": log_date, **values}) or 0
+    stmt = _joined(select(func.count()).select_from(TaskLogEntry), log_date, scope, filters)
     return db.session.scalar(stmt) or 0
 
 
@@ -488,11 +493,10 @@ def log_entries_for_date(
     """Entries `offset` to `offset + limit` of the date view for `log_date`, in the task list's
     order, each with its task loaded: one query."""
     if answerable_from_log(scope, filters):
-        # Built once per shape (the values are bound): see `_log_page_statement`.
-        params: dict[str, Any] = {"log_date": log_date, "offset": offset, "limit": limit}
-        params.update(_log_only_values(filters))
-        shape = (tuple(sorted(params)), scope.include_deleted, filters.deleted_only, filters.sort)
-        return list(db.session.scalars(_log_page_statement(*shape), params))
+        values = _log_only_values(filters)
+        statement = _log_page_statement(_LogShape.of(scope, filters, values), filters.sort)
+        params = {"log_date": log_date, "offset": offset, "limit": limit, **values}
+        return list(db.session.scalars(statement, params))
     stmt = _joined(select(TaskLogEntry), log_date, scope, filters)
     stmt = ordered(stmt, filters.sort).offset(offset).limit(limit)
     stmt = stmt.options(contains_eager(TaskLogEntry.task))  # the task rides along

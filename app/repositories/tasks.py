@@ -80,23 +80,31 @@ def _owned_by(owner: int | BindParameter[int]) -> ColumnElement[bool]:
     return or_(Task.assigned_user_id == owner, Task.created_by_id == owner)
 
 
+def _scope_conditions(
+    include_deleted: bool, owner: int | BindParameter[int] | None
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [] if include_deleted else [Task.deleted_at.is_(None)]
+    if owner is not None:
+        conditions.append(_owned_by(owner))
+    return conditions
+
+
 def scoped(stmt: Select[Any], scope: TaskScope) -> Select[Any]:
-    if not scope.include_deleted:
-        stmt = stmt.where(Task.deleted_at.is_(None))
-    if scope.owner_id is not None:
-        stmt = stmt.where(_owned_by(scope.owner_id))
-    return stmt
+    return stmt.where(*_scope_conditions(scope.include_deleted, scope.owner_id))
+
+
+def _bound_owner(owned: bool) -> BindParameter[int] | None:
+    """The owner of a scope as a bound `:owner_id`, for statements built once per shape."""
+    return bindparam("owner_id", type_=Integer) if owned else None
 
 
 @functools.cache
 def _visible_task_statement(owned: bool, include_deleted: bool, for_update: bool) -> Select[Any]:
     """`get_visible_task`'s statement, built once per shape with its values bound at execution:
     building a statement and computing its cache key cost more than running it."""
-    stmt = select(Task).where(Task.id == bindparam("task_id"))
-    if not include_deleted:
-        stmt = stmt.where(Task.deleted_at.is_(None))
-    if owned:
-        stmt = stmt.where(_owned_by(bindparam("owner_id", type_=Integer)))
+    stmt = select(Task).where(
+        Task.id == bindparam("task_id"), *_scope_conditions(include_deleted, _bound_owner(owned))
+    )
     return stmt.with_for_update() if for_update else stmt
 
 
@@ -203,11 +211,9 @@ class _PageShape:
 def _page_statement(shape: _PageShape) -> Select[Any]:
     """The statement of every page of that shape, its values bound at execution: building a
     statement and computing its cache key cost more than running it on an index."""
-    page_ids = select(Task.id)
-    if not shape.include_deleted:
-        page_ids = page_ids.where(Task.deleted_at.is_(None))
-    if shape.owned:
-        page_ids = page_ids.where(_owned_by(bindparam("owner_id", type_=Integer)))
+    page_ids = select(Task.id).where(
+        *_scope_conditions(shape.include_deleted, _bound_owner(shape.owned))
+    )
     conditions = [
         condition(bindparam(name))
         for name, _, condition in VALUE_FILTERS
