@@ -15,6 +15,7 @@ matching `If-None-Match`) and is logged and counted in the metrics the same way.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -23,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from flask import Flask
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import MapAdapter
 from werkzeug.wrappers import Request
 
-from app.api.caching import CACHE_GENERATIONS, PREFETCHED, cache_plan, prefetch
+from app.api.caching import CACHE_GENERATIONS, PREFETCHED, cache_plan, direct_answer, prefetch
 from app.api.http import security_headers
 from app.auth.session_memory import SessionMemory
 from app.auth.tokens import VerifiedTokens
@@ -48,9 +50,17 @@ class CacheShortcut:
         self.next_app = next_app
         settings: Settings = app.config["SETTINGS"]
         self.write_log_line = settings.request_log
-        self.enabled = not settings.cors_origins and not (
-            settings.ratelimit_enabled and settings.ratelimit_default
+        self.enabled = (
+            not settings.cors_origins
+            and not (settings.ratelimit_enabled and settings.ratelimit_default)
+            and not app.url_map.host_matching
         )
+
+    @functools.cached_property
+    def _routes(self) -> MapAdapter:
+        # Bound once, at the first request (all routes are registered by then): the app's
+        # routes match on the path and method alone (no host or subdomain rules).
+        return self.app.url_map.bind("localhost")
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self.enabled and environ.get("REQUEST_METHOD") == "GET":
@@ -81,13 +91,19 @@ class CacheShortcut:
         role = memory.last_role(claims.user_id, claims.family_id) if claims else None
         if claims is None or role is None:
             return None
+        path = environ.get("PATH_INFO", "")
+        if not path.isascii():
+            return None  # Flask decodes it
         try:
-            rule, view_args = self.app.url_map.bind_to_environ(environ).match(return_rule=True)
+            rule, view_args = self._routes.match(path, "GET", return_rule=True)
         except HTTPException:
             return None
-        generations = getattr(self.app.view_functions.get(rule.endpoint), CACHE_GENERATIONS, None)
-        if generations is None or any(
-            isinstance(v, int) and v > MAX_ID for v in view_args.values()
+        view = self.app.view_functions.get(rule.endpoint)
+        generations = getattr(view, CACHE_GENERATIONS, None)
+        if (
+            view is None
+            or generations is None
+            or any(isinstance(v, int) and v > MAX_ID for v in view_args.values())
         ):
             return None
         request = Request(environ)
@@ -95,17 +111,23 @@ class CacheShortcut:
         plan = cache_plan(generations, actor, rule.endpoint, view_args, request.args)
         done = prefetch(cache, plan, actor.id, role)
         environ[PREFETCHED] = done  # a miss: Flask uses what was read
-        if done is None or done.looked.entry is None:
-            return None
-        if memory.recall(actor.id, actor.family_id, done.session_counters) != role:
-            return None  # the session changed: Flask asks the database
+        if done is None or memory.recall(actor.id, actor.family_id, done.session_counters) != role:
+            return None  # no cache, or the session changed: Flask asks the database
+        entry, x_cache = done.looked.entry, "HIT"
+        if entry is None:
+            with self.app.app_context():
+                entry = direct_answer(view, actor, view_args)
+            if entry is None:
+                return None
+            cache.set(done.looked.key, entry)
+            x_cache = "MISS"
         environ.pop(PREFETCHED)
 
-        head, _, body = done.looked.entry.partition(b"\n")
+        head, _, body = entry.partition(b"\n")
         stored: dict[str, Any] = orjson.loads(head)
         etag = stored.get("ETag")
         request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-        headers = [("X-Cache", "HIT"), (REQUEST_ID_HEADER, request_id)]
+        headers = [("X-Cache", x_cache), (REQUEST_ID_HEADER, request_id)]
         headers += security_headers(self.app)
         if etag and etag in request.headers.get("If-None-Match", ""):
             status, body, headers = 304, b"", [("ETag", etag), *headers]
@@ -115,7 +137,7 @@ class CacheShortcut:
             headers.append(("Content-Length", str(len(body))))
         seconds = time.perf_counter() - started
         count_request("GET", rule.rule, status, seconds)
-        CACHE_LOOKUPS.labels("hit").inc()
+        CACHE_LOOKUPS.labels(x_cache.lower()).inc()
         log_request(
             environ,
             status,

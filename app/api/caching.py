@@ -17,6 +17,7 @@ import orjson
 from flask import Response, current_app, make_response, request
 from werkzeug.datastructures import MultiDict
 
+from app.api.json_provider import OrjsonProvider
 from app.auth.tokens import AccessClaims
 from app.cache.invalidation import STAFF_SCOPE, current_cache, user_scope
 from app.cache.store import Lookup, ResponseCache, scope_generation
@@ -86,6 +87,12 @@ def _encode(response: Response) -> bytes:
     return orjson.dumps(headers) + b"\n" + response.get_data()
 
 
+def _encode_parts(headers: Mapping[str, str], body: bytes) -> bytes:
+    """As `_encode` does a response with these headers and body."""
+    stored = {k: headers[k] for k in STORED_HEADERS if k in headers}
+    return orjson.dumps(stored) + b"\n" + body
+
+
 def _decode(stored: bytes) -> Response:
     head, _, body = stored.partition(b"\n")
     response = Response(body, status=200)
@@ -97,6 +104,10 @@ def _decode(stored: bytes) -> Response:
 # generations(actor, query_args, **view_args) -> the counters guarding a cached view's answers
 Generations = Callable[..., Sequence[str]]
 CACHE_GENERATIONS = "cache_generations"  # attribute of a cached view: its `generations`
+# direct(actor, **view_args) -> what the view answers with status 200 (its serialised output and
+# headers), or None for any other answer; computed without Flask's dispatch (see `direct_answer`)
+Direct = Callable[..., "tuple[Any, dict[str, str]] | None"]
+CACHE_DIRECT = "cache_direct"  # attribute of a cached view: its `direct`
 # WSGI environ: the answer read with the session's counters (before Flask, by the shortcut)
 PREFETCHED = "mediaamp.cache_prefetched"
 
@@ -173,9 +184,29 @@ def _prefetched(actor: Actor) -> Lookup | None:
     return done.looked
 
 
-def cached(generations: Generations) -> Callable[[Any], Any]:
+def direct_answer(
+    view: Callable[..., Any], actor: Actor, view_args: Mapping[str, Any]
+) -> bytes | None:
+    """A cached view's 200 answer computed by its `direct` function instead of the view, encoded
+    as the cache stores it; None when the view has none or answers otherwise (Flask does then).
+    Needs an app context, not a request. The bytes are those the view answers through Flask
+    (tests compare them)."""
+    direct: Direct | None = getattr(view, CACHE_DIRECT, None)
+    answered = direct(actor, **view_args) if direct is not None else None
+    if answered is None:
+        return None
+    data, headers = answered
+    provider = cast(OrjsonProvider, current_app.json)
+    body = provider.response_body(data)
+    # What Flask's JSON response and `cached` would add (Content-Type is the provider's).
+    headers = {"Content-Type": provider.mimetype, "ETag": body_etag(body), **headers}
+    return _encode_parts(headers, body)
+
+
+def cached(generations: Generations, direct: Direct | None = None) -> Callable[[Any], Any]:
     """Cache a GET view. `generations(actor, query_args, **view_args)` names the counters
-    guarding it."""
+    guarding it. `direct(actor, **view_args)`, where given, computes the view's 200 answer for
+    the cache shortcut (app.api.cache_shortcut) on a miss, without Flask's dispatch."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
@@ -201,6 +232,8 @@ def cached(generations: Generations) -> Callable[[Any], Any]:
             return _not_modified(response)
 
         setattr(wrapper, CACHE_GENERATIONS, generations)
+        if direct is not None:
+            setattr(wrapper, CACHE_DIRECT, direct)
         return wrapper
 
     return decorator

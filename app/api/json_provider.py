@@ -38,10 +38,13 @@ class OrjsonProvider(DefaultJSONProvider):
             return super().dumps(obj, **kwargs)
         return self._dump_bytes(obj, indent=bool(kwargs.get("indent"))).decode()
 
-    def response(self, *args: Any, **kwargs: Any) -> Response:
-        obj = self._prepare_response_obj(args, kwargs)
+    def response_body(self, obj: Any) -> bytes:
+        """The body of `response(obj)`."""
         indent = self.compact is False or (self.compact is None and self._app.debug)
-        body = self._dump_bytes(obj, indent=indent) + b"\n"
+        return self._dump_bytes(obj, indent=indent) + b"\n"
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        body = self.response_body(self._prepare_response_obj(args, kwargs))
         response_class = cast("type[Response]", self._app.response_class)
         return response_class(body, mimetype=self.mimetype)
 

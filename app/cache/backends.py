@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -40,6 +41,11 @@ class CacheBackend(Protocol):
     def set(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
 
     def incr_many(self, keys: Sequence[str]) -> None: ...
+
+    def claim(self, key: str, ttl_seconds: float) -> bool:
+        """Take `key` unless someone holds it (until `ttl_seconds` have passed): True if taken.
+        Atomic across every process sharing the store."""
+        ...
 
     def ping(self) -> None: ...
 
@@ -96,15 +102,30 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, url: str, timeout_seconds: float, seeded_counter: str) -> None:
-        self._client = redis.Redis.from_url(
+        self._shared = redis.Redis.from_url(
             url,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
             retry_on_timeout=False,
         )
+        self._per_thread = threading.local()
         self._seeded = seeded_counter
         # EVALSHA, loading the script again if the server lost it (restart, SCRIPT FLUSH).
-        self._lookup = self._client.register_script(_LOOKUP_SCRIPT)
+        self._lookup = self._shared.register_script(_LOOKUP_SCRIPT)
+
+    @property
+    def _client(self) -> redis.Redis:
+        """This thread's client, holding one connection of the shared pool for the thread's
+        life: taking a connection from the pool and giving it back for every command costs
+        redis-py more than the command (a server's threads are few and long-lived). It
+        reconnects by itself after an error, as the pool's connections do."""
+        client: redis.Redis | None = getattr(self._per_thread, "client", None)
+        if client is None:
+            client = redis.Redis(
+                connection_pool=self._shared.connection_pool, single_connection_client=True
+            )
+            self._per_thread.client = client
+        return client
 
     def lookup(
         self, counters: Sequence[str], prefix: str, versioned_by: int
@@ -112,7 +133,9 @@ class RedisBackend:
         if not counters or counters[0] != self._seeded:
             raise ValueError(f"lookup reads {self._seeded} first")
         try:
-            reply = self._lookup(keys=list(counters), args=[prefix, versioned_by, _seed()])
+            reply = self._lookup(
+                keys=list(counters), args=[prefix, versioned_by, _seed()], client=self._client
+            )
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
         # A missing entry (GET's nil) ends the reply's array early.
@@ -147,6 +170,12 @@ class RedisBackend:
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
 
+    def claim(self, key: str, ttl_seconds: float) -> bool:
+        try:
+            return bool(self._client.set(key, b"1", nx=True, px=max(1, int(ttl_seconds * 1000))))
+        except redis.RedisError as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
     def ping(self) -> None:
         try:
             self._client.ping()
@@ -162,6 +191,7 @@ class MemoryBackend(_TwoStepLookup):
     def __init__(self, max_entries: int, max_ttl_seconds: int) -> None:
         self._entries: TTLCache[str, bytes] = TTLCache(maxsize=max_entries, ttl=max_ttl_seconds)
         self._counters: dict[str, int] = {}
+        self._claims: TTLCache[str, float] = TTLCache(maxsize=max_entries, ttl=max_ttl_seconds)
         self._lock = threading.Lock()
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -179,6 +209,14 @@ class MemoryBackend(_TwoStepLookup):
         with self._lock:
             for key in keys:
                 self._counters[key] = self._counters.get(key, 0) + 1
+
+    def claim(self, key: str, ttl_seconds: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if self._claims.get(key, 0.0) > now:
+                return False
+            self._claims[key] = now + ttl_seconds
+            return True
 
     def ping(self) -> None:
         return None
@@ -225,6 +263,12 @@ class DiskBackend(_TwoStepLookup):
         try:
             for key in keys:
                 self._counters.incr(key, default=0)
+        except diskcache.Timeout as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    def claim(self, key: str, ttl_seconds: float) -> bool:
+        try:
+            return bool(self._entries.add(key, b"1", expire=ttl_seconds))
         except diskcache.Timeout as exc:
             raise CacheUnavailable(str(exc)) from exc
 

@@ -85,6 +85,13 @@ class ResponseCache:
         self._failures = 0
         self._failures_replayed = 0
         self._lock = threading.Lock()
+        self._work_locks = tuple(threading.Lock() for _ in range(64))
+
+    def local_lock(self, work: str) -> threading.Lock:
+        """A lock of this process for the work named `work` (one of a fixed set, by hash): the
+        threads about to do the same work take turns, and the later ones find it done. Other
+        processes coordinate through `claim`."""
+        return self._work_locks[hash(work) % len(self._work_locks)]
 
     # --- health ---------------------------------------------------------------------------
 
@@ -171,6 +178,17 @@ class ResponseCache:
             self.backend.set(key, value, self.ttl_seconds)
         except CacheUnavailable as exc:
             self._failed(exc)
+
+    def claim(self, key: str, seconds: float) -> bool:
+        """Take the work named `key` for `seconds`, across processes: False if another holds
+        it. True when the store is unavailable (nobody can coordinate: everyone works)."""
+        if not self._available():
+            return True
+        try:
+            return self.backend.claim(key, seconds)
+        except CacheUnavailable as exc:
+            self._failed(exc)
+            return True
 
     def bump(self, generations: Sequence[str]) -> None:
         """Make every answer guarded by these counters unreachable (and replay a missed bump)."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from math import ceil
 from typing import Any, Generic, TypeVar
 
+from app.cache.store import ResponseCache
 from app.services.context import response_cache
 
 T = TypeVar("T")
@@ -32,9 +33,12 @@ class Page(Generic[T]):
         return (self.page - 1) * self.per_page
 
 
-# Striped locks: threads of a process that miss the same count wait for the first one's answer
-# instead of all scanning the same rows at once (a day of the log: 100,000 rows each).
-_COUNT_LOCKS = tuple(threading.Lock() for _ in range(64))
+# Threads of a process that miss the same count wait for the first one's answer instead of all
+# scanning the same rows at once (a day of the log: 100,000 rows each); across processes, the
+# first to claim the count in the cache counts, and the others wait for its total.
+# How long the others wait for a claimed count before counting themselves (its process died).
+COUNT_CLAIM_SECONDS = 5.0
+_FIRST_POLL_SECONDS, _LAST_POLL_SECONDS = 0.002, 0.05
 
 
 def counted(what: Any, generations: Sequence[str], count: Callable[[], int]) -> int:
@@ -45,16 +49,39 @@ def counted(what: Any, generations: Sequence[str], count: Callable[[], int]) -> 
     cache = response_cache()
     if cache is None:
         return count()
-    digest = hashlib.sha256(repr(what).encode()).hexdigest()[:40]
-    looked = cache.lookup(f"count:{digest}", generations)
+    prefix = f"count:{hashlib.sha256(repr(what).encode()).hexdigest()[:40]}"
+    looked = cache.lookup(prefix, generations)
     if looked is not None and looked.entry is not None:
         return int(looked.entry)
     if looked is None:  # the cache is unavailable
         return count()
-    with _COUNT_LOCKS[hash(digest) % len(_COUNT_LOCKS)]:
-        again = cache.lookup(f"count:{digest}", generations)  # counted while this one waited?
+    with cache.local_lock(prefix):
+        again = cache.lookup(prefix, generations)  # counted while this one waited?
         if again is not None and again.entry is not None:
             return int(again.entry)
+        key = (again or looked).key
+        if not cache.claim(f"{key}:counting", COUNT_CLAIM_SECONDS):
+            total = _counted_elsewhere(cache, prefix, generations, key)
+            if total is not None:
+                return total
         total = count()
-        cache.set((again or looked).key, str(total).encode())
+        cache.set(key, str(total).encode())
     return total
+
+
+def _counted_elsewhere(
+    cache: ResponseCache, prefix: str, generations: Sequence[str], key: str
+) -> int | None:
+    """The total another process claimed to count, once it is stored; None if it is not stored
+    within the claim's time, or the generations moved on (a write: that total would be stale)."""
+    deadline = time.monotonic() + COUNT_CLAIM_SECONDS
+    pause = _FIRST_POLL_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 2, _LAST_POLL_SECONDS)
+        looked = cache.lookup(prefix, generations)
+        if looked is None or looked.key != key:
+            return None
+        if looked.entry is not None:
+            return int(looked.entry)
+    return None

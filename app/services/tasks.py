@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import Enum, StrEnum
@@ -14,7 +14,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from app.cache.invalidation import list_generations
 from app.extensions import db
 from app.models import AuditAction, Role, Task, TaskAuditEntry, TaskPriority, TaskStatus
-from app.models.types import utcnow
+from app.models.types import MAX_ID, utcnow
 from app.repositories import tasks as task_repo
 from app.repositories import users as user_repo
 from app.repositories.tasks import TaskFilters, TaskScope
@@ -115,9 +115,20 @@ def get_task(actor: Actor, task_id: int) -> Task:
     return task
 
 
-def version_tag(task: Task) -> str:
-    """The task's entity tag (unquoted): it changes with every write to the task."""
-    return f"task-{task.id}-v{task.version}"
+def visible_task_fields(actor: Actor, task_id: int) -> dict[str, Any] | None:
+    """`get_task`'s task as its column values (None where `get_task` raises NotFound), read
+    without the ORM session, for the hot read path."""
+    if task_id > MAX_ID:
+        return None
+    return task_repo.visible_task_row(task_id, scope_for(actor, with_deleted=True))
+
+
+def version_tag(task: Task | Mapping[str, Any]) -> str:
+    """The task's entity tag (unquoted): it changes with every write to the task. Takes the
+    task or its column values."""
+    if isinstance(task, Task):
+        return f"task-{task.id}-v{task.version}"
+    return f"task-{task['id']}-v{task['version']}"
 
 
 def _check_precondition(task: Task, if_match: Collection[str] | None) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from threading import Thread
 from typing import Any
 
 import pytest
@@ -14,9 +16,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, text
 
 from app.extensions import db
+from app.services.pages import COUNT_CLAIM_SECONDS, counted
 from tests.conftest import Account
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import side_app
+from tests.reliability.helpers import running_redis, side_app
 
 Headers = dict[str, str]
 Login = Callable[[Account], Headers]
@@ -87,7 +90,8 @@ def test_gets_read_in_autocommit_and_writes_in_a_transaction(
     created = client.post("/task", json={"task_name": "t"}, headers=headers).json
     statements.clear()
 
-    assert client.get(f"/task/{created['id']}", headers=headers).status_code == 200
+    # (GET /task/<id> reads below SQLAlchemy's events: tests/api/test_driver_reads.py)
+    assert client.get("/tasks?q=t", headers=headers).status_code == 200
     reads = list(statements)
     statements.clear()
     put = client.put(f"/task/{created['id']}", json={"priority": "LOW"}, headers=headers)
@@ -151,3 +155,81 @@ def test_threads_that_miss_the_same_total_count_it_once(
 
     assert totals == [3] * 8
     assert len(counts(statements)) == 1, counts(statements)
+
+
+@pytest.fixture
+def two_workers(app: APIFlask, tmp_path: Path) -> Iterator[tuple[APIFlask, APIFlask]]:
+    """Two apps sharing a throwaway redis-server, as two gunicorn workers share Redis."""
+    with running_redis(tmp_path) as server:
+        settings = settings_for(app.config["SQLALCHEMY_DATABASE_URI"], redis_url=server.url)
+        with side_app(settings) as first, side_app(settings) as second:
+            yield first, second
+
+
+def count_in(application: APIFlask, count: Callable[[], int], into: dict[str, int]) -> Thread:
+    def run() -> None:
+        with application.app_context():
+            into[application.name + str(id(application))] = counted(WHAT, [GENERATION], count)
+
+    thread = Thread(target=run)
+    thread.start()
+    return thread
+
+
+WHAT, GENERATION = ("tasks", "user:1"), "gen:scope:user:1"
+
+
+def test_processes_that_miss_the_same_total_count_it_once(
+    two_workers: tuple[APIFlask, APIFlask],
+) -> None:
+    first, second = two_workers
+    counting, finish = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def slow_count() -> int:
+        calls.append("first")
+        counting.set()
+        finish.wait(10)
+        return 42
+
+    def second_count() -> int:
+        calls.append("second")
+        return -1
+
+    totals: dict[str, int] = {}
+    one = count_in(first, slow_count, totals)
+    assert counting.wait(10)
+    other = count_in(second, second_count, totals)
+    time.sleep(0.2)  # the second is waiting for the first's total by now
+    finish.set()
+    one.join(10)
+    other.join(10)
+
+    assert sorted(totals.values()) == [42, 42]
+    assert calls == ["first"]
+
+
+def test_a_waiting_process_counts_itself_when_a_write_makes_the_claimed_total_stale(
+    two_workers: tuple[APIFlask, APIFlask],
+) -> None:
+    first, second = two_workers
+    counting, finish = threading.Event(), threading.Event()
+
+    def slow_count() -> int:
+        counting.set()
+        finish.wait(10)
+        return 42
+
+    totals: dict[str, int] = {}
+    one = count_in(first, slow_count, totals)
+    assert counting.wait(10)
+    other = count_in(second, lambda: 43, totals)
+    time.sleep(0.1)
+    first.extensions["response_cache"].bump([GENERATION])  # a write while the first counts
+    finish.set()
+    one.join(10)
+    other.join(COUNT_CLAIM_SECONDS / 2)
+
+    # The second did not take the stale 42, nor wait for the claim to run out to count again.
+    assert not other.is_alive()
+    assert sorted(totals.values()) == [42, 43]

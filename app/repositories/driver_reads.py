@@ -1,0 +1,93 @@
+"""Reads run on the driver's own cursor, below SQLAlchemy's execution layer.
+
+For the one hot read whose every miss costs a query (app.api.cache_shortcut answering
+`GET /task/<id>`), SQLAlchemy's per-statement work (execution context, result metadata built
+from the cursor's description, result objects) costs about twice the driver's own work. The
+statement is still a SQLAlchemy `Select`, compiled once per dialect; its parameters and results
+go through the column types' own bind and result processors, so the values are those a Core
+query returns (tests compare the two on both backends).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, Select
+from sqlalchemy.engine import Dialect
+
+Processor = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    sql: str
+    bind_names: tuple[str, ...]  # in the driver's order (positional) or each once (named)
+    positional: bool
+    bind_processors: Mapping[str, Processor]
+    keys: tuple[str, ...]  # the selected columns' keys, in order
+    result_processors: tuple[Processor, ...]
+
+    def parameters(self, values: Mapping[str, Any]) -> Any:
+        processed = {
+            name: (process(values[name]) if process else values[name])
+            for name, process in self.bind_processors.items()
+        }
+        if self.positional:
+            return tuple(processed[name] for name in self.bind_names)
+        return processed
+
+    def row(self, raw: tuple[Any, ...]) -> dict[str, Any]:
+        return {
+            key: (process(value) if process else value)
+            for key, process, value in zip(self.keys, self.result_processors, raw, strict=True)
+        }
+
+
+@functools.cache
+def compile_for_driver(statement: Select[Any], dialect: Dialect) -> DriverStatement:
+    """`statement` (built once and kept, e.g. by functools.cache: it is the cache key here) as
+    the driver's SQL with the processors of its parameter and column types."""
+    compiled = statement.compile(dialect=dialect)
+    binds = compiled.binds
+    names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(binds)
+    return DriverStatement(
+        sql=compiled.string,
+        bind_names=names,
+        positional=bool(compiled.positional),
+        bind_processors={
+            name: binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in dict.fromkeys(names)
+        },
+        keys=tuple(str(column.key) for column in statement.selected_columns),
+        result_processors=tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.selected_columns
+        ),
+    )
+
+
+def fetch_one(
+    engine: Engine, statement: Select[Any], values: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The first row of `statement` as {column key: value}, on a pooled connection: in
+    autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips; app.database's check-in hook turns
+    it off again). The pool resets the connection when it comes back, and discards it if that
+    fails (a dead connection)."""
+    driver_statement = compile_for_driver(statement, engine.dialect)
+    connection = engine.raw_connection()
+    try:
+        dbapi_connection: Any = connection.dbapi_connection
+        if engine.dialect.name == "postgresql" and not dbapi_connection.autocommit:
+            dbapi_connection.autocommit = True
+        cursor = connection.cursor()
+        try:
+            cursor.execute(driver_statement.sql, driver_statement.parameters(values))
+            raw = cursor.fetchone()
+        finally:
+            cursor.close()
+    finally:
+        connection.close()
+    return driver_statement.row(raw) if raw is not None else None
