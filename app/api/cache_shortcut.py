@@ -1,4 +1,4 @@
-"""Cache hits answered in front of Flask: a WSGI middleware that serves a remembered caller's
+"""Cached reads answered in front of Flask: a WSGI middleware that serves a remembered caller's
 cached answer without building Flask's request, running its hooks and dispatching the view.
 
 It only takes requests whose every outcome it knows, and hands anything else to Flask unchanged:
@@ -6,11 +6,15 @@ a GET of a cached endpoint (app.api.caching.cached), a bearer token this process
 before (app.auth.tokens.VerifiedTokens), a session it remembers (app.auth.session_memory), and
 neither CORS nor a default rate limit configured (those belong to Flask's hooks). It then reads
 the answer and the session's counters in one round trip, as the Flask path does, and answers
-only if the counters confirm the session with the role the answer was planned for and an answer
-is stored. A miss is handed to Flask together with what was read, so nothing is read twice.
+only if the counters confirm the session with the role the answer was planned for.
 
-A hit carries what Flask's hooks would add (request id, security headers, `X-Cache`, 304 on a
-matching `If-None-Match`) and is logged and counted in the metrics the same way.
+A miss is answered here too when the endpoint has a `direct` function (`GET /task/<id>`), which
+computes the view's 200 answer without Flask's dispatch; the answer is stored as Flask's would
+be. Any other miss (no such function, or an answer other than 200) is handed to Flask together
+with what was read, so nothing is read twice.
+
+An answer carries what Flask's hooks would add (request id, security headers, `X-Cache`, 304
+on a matching `If-None-Match`) and is logged and counted in the metrics the same way.
 """
 
 from __future__ import annotations

@@ -47,6 +47,10 @@ class CacheBackend(Protocol):
         Atomic across every process sharing the store."""
         ...
 
+    def release(self, key: str) -> None:
+        """Give up a claimed `key` before its time."""
+        ...
+
     def ping(self) -> None: ...
 
 
@@ -176,6 +180,12 @@ class RedisBackend:
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
 
+    def release(self, key: str) -> None:
+        try:
+            self._client.delete(key)
+        except redis.RedisError as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
     def ping(self) -> None:
         try:
             self._client.ping()
@@ -217,6 +227,10 @@ class MemoryBackend(_TwoStepLookup):
                 return False
             self._claims[key] = now + ttl_seconds
             return True
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._claims.pop(key, None)
 
     def ping(self) -> None:
         return None
@@ -269,6 +283,12 @@ class DiskBackend(_TwoStepLookup):
     def claim(self, key: str, ttl_seconds: float) -> bool:
         try:
             return bool(self._entries.add(key, b"1", expire=ttl_seconds))
+        except diskcache.Timeout as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    def release(self, key: str) -> None:
+        try:
+            self._entries.delete(key)
         except diskcache.Timeout as exc:
             raise CacheUnavailable(str(exc)) from exc
 

@@ -190,6 +190,13 @@ class ResponseCache:
             self._failed(exc)
             return True
 
+    def release(self, key: str) -> None:
+        """Give up a claim (the work failed): the others need not wait for it any longer."""
+        try:
+            self.backend.release(key)
+        except CacheUnavailable as exc:
+            self._failed(exc)
+
     def bump(self, generations: Sequence[str]) -> None:
         """Make every answer guarded by these counters unreachable (and replay a missed bump)."""
         failures = self._failures

@@ -35,8 +35,9 @@ class Page(Generic[T]):
 
 # Threads of a process that miss the same count wait for the first one's answer instead of all
 # scanning the same rows at once (a day of the log: 100,000 rows each); across processes, the
-# first to claim the count in the cache counts, and the others wait for its total.
-# How long the others wait for a claimed count before counting themselves (its process died).
+# first to claim the count in the cache counts, and the others wait for its total (or take the
+# claim over if that count fails). How long the others wait for a claimed count before counting
+# themselves (the claimer's process died):
 COUNT_CLAIM_SECONDS = 5.0
 _FIRST_POLL_SECONDS, _LAST_POLL_SECONDS = 0.002, 0.05
 
@@ -60,23 +61,28 @@ def counted(what: Any, generations: Sequence[str], count: Callable[[], int]) -> 
         if again is not None and again.entry is not None:
             return int(again.entry)
         key = (again or looked).key
-        if not cache.claim(f"{key}:counting", COUNT_CLAIM_SECONDS):
-            total = _counted_elsewhere(cache, prefix, generations, key)
-            if total is not None:
-                return total
-        total = count()
+        claim = f"{key}:counting"
+        elsewhere = _claim_or_wait(cache, claim, prefix, generations, key)
+        if elsewhere is not None:
+            return elsewhere
+        try:
+            total = count()
+        except BaseException:
+            cache.release(claim)  # a waiter takes the claim and counts instead
+            raise
         cache.set(key, str(total).encode())
     return total
 
 
-def _counted_elsewhere(
-    cache: ResponseCache, prefix: str, generations: Sequence[str], key: str
+def _claim_or_wait(
+    cache: ResponseCache, claim: str, prefix: str, generations: Sequence[str], key: str
 ) -> int | None:
-    """The total another process claimed to count, once it is stored; None if it is not stored
-    within the claim's time, or the generations moved on (a write: that total would be stale)."""
+    """None once this thread should count: it holds the claim, or waited out the claim's time,
+    or the generations moved on (a write: the total being counted would be stale). Else the
+    total another process counted and stored under `key`."""
     deadline = time.monotonic() + COUNT_CLAIM_SECONDS
     pause = _FIRST_POLL_SECONDS
-    while time.monotonic() < deadline:
+    while not cache.claim(claim, COUNT_CLAIM_SECONDS) and time.monotonic() < deadline:
         time.sleep(pause)
         pause = min(pause * 2, _LAST_POLL_SECONDS)
         looked = cache.lookup(prefix, generations)

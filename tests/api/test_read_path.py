@@ -233,3 +233,37 @@ def test_a_waiting_process_counts_itself_when_a_write_makes_the_claimed_total_st
     # The second did not take the stale 42, nor wait for the claim to run out to count again.
     assert not other.is_alive()
     assert sorted(totals.values()) == [42, 43]
+
+
+def test_a_count_that_fails_hands_its_claim_to_a_waiting_process(
+    two_workers: tuple[APIFlask, APIFlask],
+) -> None:
+    first, second = two_workers
+    counting, fail = threading.Event(), threading.Event()
+    failures: list[str] = []
+
+    def failing_count() -> int:
+        counting.set()
+        fail.wait(10)
+        raise RuntimeError("canceling statement due to statement timeout")
+
+    def in_first() -> None:
+        with first.app_context():
+            try:
+                counted(WHAT, [GENERATION], failing_count)
+            except RuntimeError:
+                failures.append("first")
+
+    one = Thread(target=in_first)
+    one.start()
+    assert counting.wait(10)
+    totals: dict[str, int] = {}
+    other = count_in(second, lambda: 7, totals)
+    time.sleep(0.1)
+    fail.set()
+    one.join(10)
+    other.join(COUNT_CLAIM_SECONDS / 2)
+
+    assert failures == ["first"]
+    assert not other.is_alive()  # it did not wait for the failed claim to run out
+    assert list(totals.values()) == [7]
