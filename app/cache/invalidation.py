@@ -8,7 +8,9 @@ daily loader's INSERT ... SELECT, bulk imports) bump their own generations.
 The same hooks guard what processes remember of verified sessions (app.auth.session_memory): a
 change to a user's role or active flag, a deleted user, or a revoked token family bumps that
 user's auth generation. A bulk UPDATE or DELETE of users or families names the user it is about
-with the execution option `sessions_of_user`; one that does not bumps everything.
+with the execution option `sessions_of_user`; one that does not bumps everything. An UPDATE of a
+task's row that does not go through the ORM object (app.repositories.tasks.write_task) names the
+task and its owners with `task_written`; any other UPDATE or DELETE of tasks bumps everything.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from app.cache.store import (
     task_generation,
 )
 from app.models import Task, TokenFamily, User
-from app.repositories.tasks import TaskScope
+from app.repositories.tasks import TASK_WRITTEN, TaskScope
 
 STAFF_SCOPE = "staff"  # admins and moderators see every task
 PENDING_KEY = "pending_cache_generations"
@@ -43,16 +45,21 @@ def user_scope(user_id: int) -> str:
     return f"user:{user_id}"
 
 
+def task_generations(task_id: int, owners: Iterable[int | None]) -> set[str]:
+    """The counters guarding every answer that could contain the task: its own, the staff lists,
+    and the lists of each of its `owners` (the users who see it, or saw it before a change)."""
+    names = {task_generation(task_id), scope_generation(STAFF_SCOPE)}
+    names.update(scope_generation(user_scope(uid)) for uid in owners if uid is not None)
+    return names
+
+
 def generations_of_task(task: Task) -> set[str]:
-    """The counters guarding every answer that could contain `task`: its own, the staff lists,
-    and the lists of each user who sees (or saw, before this change) it."""
-    names = {task_generation(task.id), scope_generation(STAFF_SCOPE)}
+    """`task_generations` of a flushed task, its owners before this change included."""
     state = inspect(task)
     owners: set[Any] = {task.created_by_id, task.assigned_user_id}
     owners.update(state.attrs.assigned_user_id.history.deleted or ())
     owners.update(state.attrs.created_by_id.history.deleted or ())
-    names.update(scope_generation(user_scope(uid)) for uid in owners if uid is not None)
-    return names
+    return task_generations(task.id, owners)
 
 
 def list_generations(scope: TaskScope, log_date: date | None = None) -> list[str]:
@@ -110,8 +117,11 @@ def _collect_bulk(state: ORMExecuteState) -> None:
         return
     classes = {mapper.class_ for mapper in state.all_mappers}
     pending: set[str] = state.session.info.setdefault(PENDING_KEY, set())
-    # A bulk UPDATE/DELETE of tasks (not through objects) may touch any task: bump everything.
-    if Task in classes:
+    written: tuple[int, Iterable[int | None]] | None = state.execution_options.get(TASK_WRITTEN)
+    if written is not None:  # one task's row, by its id (app.repositories.tasks.write_task)
+        pending.update(task_generations(*written))
+    # Any other UPDATE/DELETE of tasks (not through objects) may touch any task: bump everything.
+    elif Task in classes or getattr(state.statement, "table", None) is Task.__table__:
         pending.add(GLOBAL_GENERATION)
     if classes & {User, TokenFamily}:
         user_id = state.execution_options.get(SESSIONS_OF_USER)

@@ -15,13 +15,18 @@ from sqlalchemy import (
     Date,
     Integer,
     Select,
+    Table,
+    Update,
     bindparam,
     case,
     cast,
     func,
+    insert,
     or_,
     select,
+    update,
 )
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
 from app.models import Task, TaskAuditEntry, TaskPriority, TaskStatus
@@ -291,8 +296,48 @@ def delete_task_row(task: Task) -> None:
     db.session.flush()
 
 
-def add_audit_entry(entry: TaskAuditEntry) -> None:
-    db.session.add(entry)
+def add_audit_entry(values: dict[str, Any]) -> None:
+    """INSERT an audit row (the ORM's unit of work costs more than the statement here)."""
+    table: Table = TaskAuditEntry.__table__  # type: ignore[assignment]
+    db.session.execute(insert(table), values)
+
+
+# Execution option of `write_task`'s UPDATE: (task id, the users who see the task before and
+# after it), for app.cache.invalidation, which bumps exactly the answers that could contain it.
+TASK_WRITTEN = "task_written"
+
+
+@functools.cache
+def _task_write_statement(columns: tuple[str, ...]) -> Update:
+    table: Table = Task.__table__  # type: ignore[assignment]
+    return (
+        update(table)
+        .where(table.c.id == bindparam("task_id"), table.c.version == bindparam("old_version"))
+        .values(
+            {name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns}
+            | {"version": bindparam("new_version")}
+        )
+    )
+
+
+def write_task(task: Task, values: dict[str, Any]) -> bool:
+    """UPDATE the task's row to `values` and its next version, if it is still at the version it
+    was loaded with (else False: a concurrent write got in first). The loaded object takes the
+    written values as its state, so it answers as written without a flush or a read-back."""
+    owners_before = {task.created_by_id, task.assigned_user_id}
+    params = {f"new_{name}": value for name, value in values.items()}
+    params.update(task_id=task.id, old_version=task.version, new_version=task.version + 1)
+    owners = owners_before | {values.get("assigned_user_id", task.assigned_user_id)}
+    result = db.session.execute(
+        _task_write_statement(tuple(sorted(values))),
+        params,
+        execution_options={TASK_WRITTEN: (task.id, tuple(owners))},
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    for name, value in {**values, "version": task.version + 1}.items():
+        set_committed_value(task, name, value)
+    return True
 
 
 def page_audit_entries(task_id: int, page: int, per_page: int) -> Pagination:

@@ -9,11 +9,10 @@ from enum import Enum, StrEnum
 from typing import Any
 
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy.orm.exc import StaleDataError
 
 from app.cache.invalidation import list_generations
 from app.extensions import db
-from app.models import AuditAction, Role, Task, TaskAuditEntry, TaskPriority, TaskStatus
+from app.models import AuditAction, Role, Task, TaskPriority, TaskStatus
 from app.models.types import MAX_ID, utcnow
 from app.repositories import tasks as task_repo
 from app.repositories import users as user_repo
@@ -57,10 +56,25 @@ def _json_value(value: Any) -> Any:
 
 def _audit(task: Task, actor: Actor, action: AuditAction, changes: dict[str, Any]) -> None:
     task_repo.add_audit_entry(
-        TaskAuditEntry(
-            task_id=task.id, actor_id=actor.id, action=action, changes=changes, created_at=utcnow()
-        )
+        {
+            "task_id": task.id,
+            "actor_id": actor.id,
+            "action": action,
+            "changes": changes,
+            "created_at": utcnow(),
+        }
     )
+
+
+def _write(task: Task, values: dict[str, Any], if_match: Collection[str] | None) -> None:
+    """Write `values` to the task (its version moves on), or fail as a lost race: a concurrent
+    write that got in first becomes a 412 when the client asked for a precondition, else a
+    409 to retry."""
+    if not task_repo.write_task(task, values):
+        db.session.rollback()
+        if if_match is not None:
+            raise PreconditionFailed("the task has changed since it was read")
+        raise Conflict("the task was changed by a concurrent request; retry")
 
 
 def _check_assignee(actor: Actor, assigned_user_id: int | None) -> None:
@@ -149,18 +163,6 @@ def _commit_answered() -> None:
         session.expire_on_commit = True
 
 
-def _commit_write(if_match: Collection[str] | None) -> None:
-    """Commit; a concurrent write that got in first (the version moved on) becomes a 412 when
-    the client asked for a precondition, else a 409 to retry."""
-    try:
-        _commit_answered()
-    except StaleDataError as exc:
-        db.session.rollback()
-        if if_match is not None:
-            raise PreconditionFailed("the task has changed since it was read") from exc
-        raise Conflict("the task was changed by a concurrent request; retry") from exc
-
-
 def update_task(
     actor: Actor, task_id: int, changes: dict[str, Any], if_match: Collection[str] | None = None
 ) -> Task:
@@ -178,15 +180,16 @@ def update_task(
     if "assigned_user_id" in changes and changes["assigned_user_id"] != task.assigned_user_id:
         _check_assignee(actor, changes["assigned_user_id"])
     diff: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for name, new_value in changes.items():
         old_value = getattr(task, name)
         if old_value != new_value:
             diff[name] = {"old": _json_value(old_value), "new": _json_value(new_value)}
-            setattr(task, name, new_value)
+            values[name] = new_value
     if diff:
-        task.updated_at = utcnow()
+        _write(task, {**values, "updated_at": utcnow()}, if_match)
         _audit(task, actor, AuditAction.UPDATED, diff)
-    _commit_write(if_match)
+    _commit_answered()
     return task
 
 
@@ -202,10 +205,9 @@ def soft_delete_task(actor: Actor, task_id: int, if_match: Collection[str] | Non
     if task.deleted_at is not None:
         raise Conflict("task is already deleted")
     now = utcnow()
-    task.deleted_at = now
-    task.updated_at = now
+    _write(task, {"deleted_at": now, "updated_at": now}, if_match)
     _audit(task, actor, AuditAction.DELETED, {"deleted_at": {"old": None, "new": now.isoformat()}})
-    _commit_write(if_match)
+    _commit_answered()
 
 
 def restore_task(actor: Actor, task_id: int) -> Task:
@@ -215,8 +217,7 @@ def restore_task(actor: Actor, task_id: int) -> Task:
     if task.deleted_at is None:
         raise Conflict("task is not deleted")
     old = task.deleted_at
-    task.deleted_at = None
-    task.updated_at = utcnow()
+    _write(task, {"deleted_at": None, "updated_at": utcnow()}, None)
     _audit(task, actor, AuditAction.RESTORED, {"deleted_at": {"old": old.isoformat(), "new": None}})
     _commit_answered()
     return task
