@@ -84,11 +84,11 @@ def _not_modified(response: Response) -> Response:
 
 def _encode(response: Response) -> bytes:
     headers = {k: response.headers[k] for k in STORED_HEADERS if k in response.headers}
-    return orjson.dumps(headers) + b"\n" + response.get_data()
+    return _encode_parts(headers, response.get_data())
 
 
 def _encode_parts(headers: Mapping[str, str], body: bytes) -> bytes:
-    """As `_encode` does a response with these headers and body."""
+    """An answer as the cache stores it: its stored headers (JSON), a newline, its body."""
     stored = {k: headers[k] for k in STORED_HEADERS if k in headers}
     return orjson.dumps(stored) + b"\n" + body
 
