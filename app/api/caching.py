@@ -17,6 +17,7 @@ import orjson
 from flask import Response, current_app, make_response, request
 from werkzeug.datastructures import MultiDict
 
+from app.api.direct_writes import if_match_tags_of
 from app.api.json_provider import OrjsonProvider
 from app.auth.tokens import AccessClaims
 from app.cache.invalidation import STAFF_SCOPE, current_cache, user_scope
@@ -51,10 +52,7 @@ def quote_etag(tag: str) -> str:
 
 def if_match_tags() -> set[str] | None:
     """The `If-Match` tags of the request (`{"*"}` for a star), None without the header."""
-    if "If-Match" not in request.headers:
-        return None
-    tags = request.if_match
-    return {"*"} if tags.star_tag else set(tags.as_set(include_weak=False))
+    return if_match_tags_of(request.headers.get("If-Match"))
 
 
 def caller_scope(user: Actor) -> str:

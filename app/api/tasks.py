@@ -18,6 +18,7 @@ from app.api.caching import (
     scope_generations,
 )
 from app.api.current_user import current_user
+from app.api.direct_writes import direct_write
 from app.api.pagination import Pagination, paginated
 from app.cache.store import date_generation, task_generation
 from app.extensions import token_auth
@@ -130,8 +131,20 @@ def get_task(task_id: int) -> Any:
     return task, 200, {"ETag": quote_etag(task_service.version_tag(task))}
 
 
+def _update_task_directly(
+    actor: Actor, body: Any, if_match: set[str] | None, task_id: int
+) -> tuple[Any, dict[str, str]]:
+    """`update_task`'s 200 answer for the shortcut (app.api.direct_writes): the same input
+    model, service and output model; anything else raises and Flask answers."""
+    changes = TaskUpdateIn.model_validate(body).model_dump(exclude_unset=True)
+    task = task_service.update_task(actor, task_id, changes, if_match)
+    data = TaskOut.model_validate(task).model_dump(mode="json", by_alias=True)
+    return data, {"ETag": quote_etag(task_service.version_tag(task))}
+
+
 @bp.put("/task/<int:task_id>")
 @bp.auth_required(token_auth)
+@direct_write(_update_task_directly)
 @bp.input(TaskUpdateIn, arg_name="body")
 @bp.output(TaskOut, headers=TASK_HEADERS)
 @bp.doc(
