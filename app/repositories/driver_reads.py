@@ -1,11 +1,11 @@
 """Reads run on the driver's own cursor, below SQLAlchemy's execution layer.
 
-For the one hot read whose every miss costs a query (app.api.cache_shortcut answering
-`GET /task/<id>`), SQLAlchemy's per-statement work (execution context, result metadata built
-from the cursor's description, result objects) costs about twice the driver's own work. The
-statement is still a SQLAlchemy `Select`, compiled once per dialect; its parameters and results
-go through the column types' own bind and result processors, so the values are those a Core
-query returns (tests compare the two on both backends).
+For the hot reads whose every cache miss costs a query (`GET /task/<id>` answered by
+app.api.cache_shortcut, a page of the date view), SQLAlchemy's per-statement work (execution
+context, result metadata built from the cursor's description, result objects) costs about twice
+the driver's own work. The statement is still a SQLAlchemy `Select`, compiled once per dialect;
+its parameters and results go through the column types' own bind and result processors, so the
+values are those a Core query returns (tests compare the two on both backends).
 """
 
 from __future__ import annotations
@@ -69,13 +69,13 @@ def compile_for_driver(statement: Select[Any], dialect: Dialect) -> DriverStatem
     )
 
 
-def fetch_one(
-    engine: Engine, statement: Select[Any], values: Mapping[str, Any]
-) -> dict[str, Any] | None:
-    """The first row of `statement` as {column key: value}, on a pooled connection: in
-    autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips; app.database's check-in hook turns
-    it off again). The pool resets the connection when it comes back, and discards it if that
-    fails (a dead connection)."""
+def fetch_all(
+    engine: Engine, statement: Select[Any], values: Mapping[str, Any], limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The rows of `statement` (the first `limit` of them) as {column key: value}, on a pooled
+    connection: in autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips; app.database's
+    check-in hook turns it off again). The pool resets the connection when it comes back, and
+    discards it if that fails (a dead connection)."""
     driver_statement = compile_for_driver(statement, engine.dialect)
     connection = engine.raw_connection()
     try:
@@ -85,9 +85,17 @@ def fetch_one(
         cursor = connection.cursor()
         try:
             cursor.execute(driver_statement.sql, driver_statement.parameters(values))
-            raw = cursor.fetchone()
+            raw = cursor.fetchall() if limit is None else cursor.fetchmany(limit)
         finally:
             cursor.close()
     finally:
         connection.close()
-    return driver_statement.row(raw) if raw is not None else None
+    return [driver_statement.row(row) for row in raw]
+
+
+def fetch_one(
+    engine: Engine, statement: Select[Any], values: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The first row of `statement` (see `fetch_all`), None if it has none."""
+    rows = fetch_all(engine, statement, values, limit=1)
+    return rows[0] if rows else None

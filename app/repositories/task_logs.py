@@ -14,6 +14,7 @@ from sqlalchemy import (
     Exists,
     Integer,
     Select,
+    Subquery,
     and_,
     bindparam,
     exists,
@@ -31,6 +32,7 @@ from app.models import Task, TaskStatus
 from app.models.enums import LoaderRunState
 from app.models.task_log import LoaderChunk, LoaderRun, TaskLogEntry
 from app.models.types import UTCDateTime
+from app.repositories.driver_reads import fetch_all
 from app.repositories.tasks import (
     TaskFilters,
     TaskScope,
@@ -431,11 +433,9 @@ def _log_count_statement(shape: _LogShape) -> Select[Any]:
     return select(func.count()).select_from(TaskLogEntry).where(*_log_only_conditions(shape))
 
 
-@functools.lru_cache(maxsize=256)
-def _log_page_statement(shape: _LogShape, sort: tuple[tuple[str, bool], ...]) -> Select[Any]:
-    """The page's task ids from the index alone (no heap row of a skipped entry is read), then
-    those entries and their tasks."""
-    page = (
+def _log_page(shape: _LogShape, sort: tuple[tuple[str, bool], ...]) -> Subquery:
+    """The page's task ids, from the index alone (no heap row of a skipped entry is read)."""
+    return (
         select(TaskLogEntry.task_id)
         .where(*_log_only_conditions(shape))
         .order_by(*_log_order(sort))
@@ -443,6 +443,12 @@ def _log_page_statement(shape: _LogShape, sort: tuple[tuple[str, bool], ...]) ->
         .limit(bindparam("limit", type_=Integer))
         .subquery("page")
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _log_page_statement(shape: _LogShape, sort: tuple[tuple[str, bool], ...]) -> Select[Any]:
+    """The page's entries and their tasks."""
+    page = _log_page(shape, sort)
     return (
         select(TaskLogEntry)
         .join(page, page.c.task_id == TaskLogEntry.task_id)
@@ -450,6 +456,37 @@ def _log_page_statement(shape: _LogShape, sort: tuple[tuple[str, bool], ...]) ->
         .where(TaskLogEntry.log_date == bindparam("log_date"))
         .order_by(*_log_order(sort))
         .options(contains_eager(TaskLogEntry.task))  # the task rides along
+    )
+
+
+# A snapshot's fields (the date view's `log`), by their labels in `_log_page_rows_statement`.
+_SNAPSHOT_FIELDS = {
+    "log_id": TaskLogEntry.id,
+    "log_date": TaskLogEntry.log_date,
+    "log_status": TaskLogEntry.status,
+    "log_priority": TaskLogEntry.priority,
+    "log_assigned_user_id": TaskLogEntry.assigned_user_id,
+    "logged_at": TaskLogEntry.created_at,
+}
+_SNAPSHOT_NAMES = {
+    "log_status": "status",
+    "log_priority": "priority",
+    "log_assigned_user_id": "assigned_user_id",
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _log_page_rows_statement(shape: _LogShape, sort: tuple[tuple[str, bool], ...]) -> Select[Any]:
+    """`_log_page_statement`'s page as columns: the task's, then its snapshot's (labelled)."""
+    page = _log_page(shape, sort)
+    snapshot = [column.label(label) for label, column in _SNAPSHOT_FIELDS.items()]
+    return (
+        select(*Task.__table__.columns, *snapshot)
+        .select_from(TaskLogEntry)
+        .join(page, page.c.task_id == TaskLogEntry.task_id)
+        .join(Task, Task.id == TaskLogEntry.task_id)
+        .where(TaskLogEntry.log_date == bindparam("log_date"))
+        .order_by(*_log_order(sort))
     )
 
 
@@ -501,6 +538,24 @@ def log_entries_for_date(
     stmt = ordered(stmt, filters.sort).offset(offset).limit(limit)
     stmt = stmt.options(contains_eager(TaskLogEntry.task))  # the task rides along
     return list(db.session.scalars(stmt))
+
+
+def log_page_rows(
+    log_date: date, scope: TaskScope, filters: TaskFilters, offset: int, limit: int
+) -> list[tuple[dict[str, Any], dict[str, Any]]] | None:
+    """`log_entries_for_date`'s page as (the task's columns, its snapshot's fields) pairs, read
+    on the driver's cursor (app.repositories.driver_reads: no ORM objects to build for a page
+    that is serialised at once); None when the question needs the join path."""
+    if not answerable_from_log(scope, filters):
+        return None
+    values = _log_only_values(filters)
+    statement = _log_page_rows_statement(_LogShape.of(scope, filters, values), filters.sort)
+    params = {"log_date": log_date, "offset": offset, "limit": limit, **values}
+    pairs = []
+    for row in fetch_all(db.engine, statement, params):
+        snapshot = {_SNAPSHOT_NAMES.get(label, label): row.pop(label) for label in _SNAPSHOT_FIELDS}
+        pairs.append((row, snapshot))
+    return pairs
 
 
 def get_log_entry(log_id: int, scope: TaskScope) -> TaskLogEntry | None:

@@ -44,8 +44,14 @@ def log_view(
         lambda: log_repo.count_log_for_date(log_date, scope, filters),
     )
     if result.offset < result.total:
-        entries = log_repo.log_entries_for_date(log_date, scope, filters, result.offset, per_page)
-        result.items = [logged_task(entry) for entry in entries]
+        rows = log_repo.log_page_rows(log_date, scope, filters, result.offset, per_page)
+        if rows is not None:
+            result.items = [{**task, "log": snapshot} for task, snapshot in rows]
+        else:
+            entries = log_repo.log_entries_for_date(
+                log_date, scope, filters, result.offset, per_page
+            )
+            result.items = [logged_task(entry) for entry in entries]
     return result
 
 
