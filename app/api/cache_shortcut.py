@@ -138,7 +138,7 @@ class CacheShortcut:
         entry, x_cache = done.looked.entry, "HIT"
         if entry is None:
             with self.app.app_context():
-                entry = direct_answer(view, actor, view_args)
+                entry = direct_answer(view, actor, view_args, request.args, request.base_url)
             if entry is None:
                 return None
             cache.set(done.looked.key, entry)

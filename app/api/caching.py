@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import orjson
 from flask import Response, current_app, make_response, request
+from pydantic import ValidationError
 from werkzeug.datastructures import MultiDict
 
 from app.api.direct_writes import if_match_tags_of
@@ -22,10 +23,12 @@ from app.api.json_provider import OrjsonProvider
 from app.auth.tokens import AccessClaims
 from app.cache.invalidation import STAFF_SCOPE, current_cache, user_scope
 from app.cache.store import Lookup, ResponseCache, scope_generation
-from app.extensions import token_auth
+from app.database import READ_ONLY
+from app.extensions import db, token_auth
 from app.models import Role
 from app.services import sessions
 from app.services.actor import Actor
+from app.services.errors import DomainError
 
 STORED_HEADERS = ("Link", "ETag", "Content-Type")
 
@@ -102,8 +105,9 @@ def _decode(stored: bytes) -> Response:
 # generations(actor, query_args, **view_args) -> the counters guarding a cached view's answers
 Generations = Callable[..., Sequence[str]]
 CACHE_GENERATIONS = "cache_generations"  # attribute of a cached view: its `generations`
-# direct(actor, **view_args) -> what the view answers with status 200 (its serialised output and
-# headers), or None for any other answer; computed without Flask's dispatch (see `direct_answer`)
+# direct(actor, query_args, base_url, **view_args) -> what the view answers with status 200 (its
+# serialised output and headers), or None; it raises pydantic's ValidationError or a DomainError
+# where the view answers otherwise. Computed without Flask's dispatch (see `direct_answer`).
 Direct = Callable[..., "tuple[Any, dict[str, str]] | None"]
 CACHE_DIRECT = "cache_direct"  # attribute of a cached view: its `direct`
 # WSGI environ: the answer read with the session's counters (before Flask, by the shortcut)
@@ -183,14 +187,24 @@ def _prefetched(actor: Actor) -> Lookup | None:
 
 
 def direct_answer(
-    view: Callable[..., Any], actor: Actor, view_args: Mapping[str, Any]
+    view: Callable[..., Any],
+    actor: Actor,
+    view_args: Mapping[str, Any],
+    args: MultiDict[str, str],
+    base_url: str,
 ) -> bytes | None:
     """A cached view's 200 answer computed by its `direct` function instead of the view, encoded
     as the cache stores it; None when the view has none or answers otherwise (Flask does then).
-    Needs an app context, not a request. The bytes are those the view answers through Flask
-    (tests compare them)."""
+    Needs an app context, not a request; its session reads in autocommit, as a GET's does. The
+    bytes are those the view answers through Flask (tests compare them)."""
     direct: Direct | None = getattr(view, CACHE_DIRECT, None)
-    answered = direct(actor, **view_args) if direct is not None else None
+    if direct is None:
+        return None
+    db.session.info[READ_ONLY] = True
+    try:
+        answered = direct(actor, args, base_url, **view_args)
+    except (ValidationError, DomainError):
+        return None
     if answered is None:
         return None
     data, headers = answered
@@ -203,8 +217,9 @@ def direct_answer(
 
 def cached(generations: Generations, direct: Direct | None = None) -> Callable[[Any], Any]:
     """Cache a GET view. `generations(actor, query_args, **view_args)` names the counters
-    guarding it. `direct(actor, **view_args)`, where given, computes the view's 200 answer for
-    the cache shortcut (app.api.cache_shortcut) on a miss, without Flask's dispatch."""
+    guarding it. `direct(actor, query_args, base_url, **view_args)`, where given, computes the
+    view's 200 answer for the cache shortcut (app.api.cache_shortcut) on a miss, without
+    Flask's dispatch."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)

@@ -37,21 +37,28 @@ def page_body(pagination: Pagination) -> dict[str, Any]:
     }
 
 
-def link_header(pagination: Pagination) -> str:
-    """first, prev, next and last links that keep every other query parameter."""
+def link_header(pagination: Pagination, args: dict[str, str], base_url: str) -> str:
+    """first, prev, next and last links to `base_url` that keep every other query parameter
+    (`args`, the request's)."""
     last = max(pagination.pages, 1)
     targets = {"first": 1, "last": last}
     if pagination.page > 1:
         targets["prev"] = min(pagination.page - 1, last)
     if pagination.page < last:
         targets["next"] = pagination.page + 1
-    args = request.args.to_dict()
+    args = dict(args)
     links = []
     for rel, page in targets.items():
         args["page"] = str(page)
-        links.append(f'<{request.base_url}?{urlencode(args)}>; rel="{rel}"')
+        links.append(f'<{base_url}?{urlencode(args)}>; rel="{rel}"')
     return ", ".join(links)
 
 
-def paginated(pagination: Pagination) -> tuple[dict[str, Any], int, dict[str, str]]:
-    return page_body(pagination), 200, {"Link": link_header(pagination)}
+def paginated(
+    pagination: Pagination, args: dict[str, str] | None = None, base_url: str | None = None
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A page's body and Link header; for the current request unless `args` and `base_url`
+    are given (outside a request: app.api.cache_shortcut)."""
+    if args is None or base_url is None:
+        args, base_url = request.args.to_dict(), request.base_url
+    return page_body(pagination), 200, {"Link": link_header(pagination, args, base_url)}

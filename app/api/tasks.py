@@ -58,20 +58,17 @@ def _list_generations(user: Actor, args: MultiDict[str, str]) -> list[str]:
     return scope_generations(user) + ([date_generation(day)] if day else [])
 
 
-@bp.get("/tasks")
-@bp.auth_required(token_auth)
-@cached(_list_generations)
-@bp.input(TaskListQuery, location="query", arg_name="query")
-@bp.output(TaskPage, headers=LIST_HEADERS)
-@bp.doc(
-    summary="List tasks",
-    description=VISIBILITY
-    + " Soft-deleted tasks are excluded. With `date=YYYY-MM-DD`, lists the tasks the daily loader"
-    " logged on that day instead, each with its snapshot in `log`; `status`, `priority` and"
-    " `assigned_user` then filter on the snapshot." + CACHE_DOC,
-    responses=[304, 401, 403, 422],
-)
-def list_tasks(query: TaskListQuery) -> Any:
+def _list_answer(
+    actor: Actor, args: MultiDict[str, str], base_url: str
+) -> tuple[Any, dict[str, str]]:
+    """`list_tasks`'s 200 answer for the cache shortcut: the same query and output models."""
+    query = TaskListQuery.model_validate(args.to_dict())  # as APIFlask reads a query
+    body, _, headers = paginated(_tasks_page(actor, query), args.to_dict(), base_url)
+    return TaskPage.model_validate(body).model_dump(mode="json", by_alias=True), headers
+
+
+def _tasks_page(actor: Actor, query: TaskListQuery) -> Pagination:
+    """The page of tasks, or of the date view with `date`, that the query asks for."""
     assigned = query.assigned_user
     filters = TaskFilters(
         status=query.status,
@@ -85,16 +82,28 @@ def list_tasks(query: TaskListQuery) -> Any:
         due_to=query.due_to,
         sort=query.sort_terms(),
     )
-    page: Pagination
     if query.date is not None:
-        page = log_service.log_view(
-            current_user(), query.date, filters, query.deleted, query.page, query.per_page
+        return log_service.log_view(
+            actor, query.date, filters, query.deleted, query.page, query.per_page
         )
-    else:
-        page = task_service.list_tasks(
-            current_user(), filters, query.deleted, query.page, query.per_page
-        )
-    return paginated(page)
+    return task_service.list_tasks(actor, filters, query.deleted, query.page, query.per_page)
+
+
+@bp.get("/tasks")
+@bp.auth_required(token_auth)
+@cached(_list_generations, direct=_list_answer)
+@bp.input(TaskListQuery, location="query", arg_name="query")
+@bp.output(TaskPage, headers=LIST_HEADERS)
+@bp.doc(
+    summary="List tasks",
+    description=VISIBILITY
+    + " Soft-deleted tasks are excluded. With `date=YYYY-MM-DD`, lists the tasks the daily loader"
+    " logged on that day instead, each with its snapshot in `log`; `status`, `priority` and"
+    " `assigned_user` then filter on the snapshot." + CACHE_DOC,
+    responses=[304, 401, 403, 422],
+)
+def list_tasks(query: TaskListQuery) -> Any:
+    return paginated(_tasks_page(current_user(), query))
 
 
 @bp.post("/task")
@@ -111,7 +120,9 @@ def create_task(body: TaskCreateIn) -> Any:
     return task, 201, {"Location": url_for("tasks.get_task", task_id=task.id)}
 
 
-def _task_answer(actor: Actor, task_id: int) -> tuple[Any, dict[str, str]] | None:
+def _task_answer(
+    actor: Actor, _args: MultiDict[str, str], _base_url: str, task_id: int
+) -> tuple[Any, dict[str, str]] | None:
     """`get_task`'s 200 answer for the cache shortcut, read without the ORM session; None
     where the view answers 404 (Flask does then)."""
     fields = task_service.visible_task_fields(actor, task_id)

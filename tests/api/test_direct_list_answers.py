@@ -1,0 +1,125 @@
+"""`GET /tasks` misses (the list and the `?date=` view) answered by the cache shortcut
+(app.api.cache_shortcut) without Flask's dispatch: the very answer Flask's view gives, Link
+header included, for each role and query; a query the view refuses is Flask's to answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import date
+from typing import Any
+
+import pytest
+from apiflask import APIFlask
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import Client
+
+from app.api.cache_shortcut import CacheShortcut
+from app.cache.invalidation import STAFF_SCOPE, user_scope
+from app.cache.store import date_generation, scope_generation
+from app.services import loader
+from tests.conftest import Account
+
+Headers = dict[str, str]
+Login = Callable[[Account], Headers]
+DAY = date(2030, 5, 6)
+
+
+@pytest.fixture
+def flask_dispatches(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The paths Flask itself dispatched during the test."""
+    seen: list[str] = []
+    original = Flask.full_dispatch_request
+
+    def spy(self: Flask) -> Any:
+        from flask import request
+
+        seen.append(request.full_path)
+        return original(self)
+
+    monkeypatch.setattr(Flask, "full_dispatch_request", spy)
+    yield seen
+
+
+@pytest.fixture
+def listed(
+    app: APIFlask, client: FlaskClient, admin: Account, alice: Account, login: Login
+) -> None:
+    """Seven tasks (some alice's, one deleted after the day was logged) and a logged day."""
+    headers = login(admin)
+    ids = []
+    for n in range(7):
+        fields: dict[str, Any] = {"task_name": f"t{n}", "priority": ["LOW", "HIGH"][n % 2]}
+        if n % 3 == 0:
+            fields["assigned_user_id"] = alice.id
+        response = client.post("/task", json=fields, headers=headers)
+        assert response.status_code == 201
+        ids.append(response.json["id"])
+    with app.app_context():
+        loader.run_inline(DAY, "test")
+    assert client.delete(f"/task/{ids[3]}", headers=headers).status_code == 204
+
+
+QUERIES = [
+    "per_page=3",
+    "per_page=3&page=2&sort=-id",
+    "per_page=2&page=9",  # beyond the last page
+    "priority=high&per_page=2",
+    "deleted=include&per_page=4",
+    f"date={DAY.isoformat()}&per_page=2&page=2",
+    f"date={DAY.isoformat()}&priority=LOW",
+    "q=t1",
+]
+
+
+@pytest.mark.parametrize("caller", ["admin", "moderator", "alice"])
+def test_a_list_miss_is_answered_before_flask_exactly_as_flask_answers_it(
+    request: pytest.FixtureRequest,
+    app: APIFlask,
+    client: FlaskClient,
+    login: Login,
+    listed: None,
+    flask_dispatches: list[str],
+    caller: str,
+) -> None:
+    account: Account = request.getfixturevalue(caller)
+    headers = {**login(account), "X-Request-ID": "direct-list"}
+    client.get("/tasks", headers=headers)  # the session is remembered from here on
+    cache = app.extensions["response_cache"]
+    shortcut = app.wsgi_app
+    assert isinstance(shortcut, CacheShortcut)
+    # Makes the caller's lists stale (not the global counter: it also guards their session).
+    scope = STAFF_SCOPE if caller != "alice" else user_scope(account.id)
+    stale = [scope_generation(scope), date_generation(DAY.isoformat())]
+
+    for query in QUERIES:
+        cache.bump(stale)
+        through_flask = Client(shortcut.next_app).get(f"/tasks?{query}", headers=headers)
+        cache.bump(stale)
+        flask_dispatches.clear()
+        answer = client.get(f"/tasks?{query}", headers=headers)
+
+        if through_flask.status_code != 200:  # e.g. a user asking for deleted tasks
+            assert answer.status_code == through_flask.status_code, query
+            continue
+        assert flask_dispatches == [], query
+        assert answer.headers["X-Cache"] == "MISS"
+        assert answer.get_data() == through_flask.get_data(), query
+        assert set(answer.headers.keys()) == set(through_flask.headers.keys()), query
+        for name, flask_value in through_flask.headers.items():
+            assert answer.headers[name] == flask_value, (query, name)
+
+
+def test_a_query_the_view_refuses_is_flasks_422(
+    client: FlaskClient, alice: Account, login: Login, flask_dispatches: list[str]
+) -> None:
+    headers = login(alice)
+    client.get("/tasks", headers=headers)
+    flask_dispatches.clear()
+
+    for query in ["per_page=0", "priority=urgent", "date=yesterday", "sort=password"]:
+        response = client.get(f"/tasks?{query}", headers=headers)
+        assert response.status_code == 422, query
+        assert response.json["code"] == 422
+
+    assert len(flask_dispatches) == 4
