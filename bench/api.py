@@ -14,12 +14,15 @@ Needs `wrk` on PATH (Debian: apt-get install wrk), PostgreSQL (BENCH_DATABASE_UR
      defaults with Redis on this machine (workers = min(2 x cores, 4), 4 threads each); for
      reference, the ceiling once more with Flask's own (standard-library) JSON provider;
   3. logs in as a `user` and as the admin, and drives each scenario with wrk and
-     bench/wrk_api.lua (a few seconds of unmeasured warm-up first);
-  4. prints req/s, p50, p99, non-2xx, the X-Cache hit rate and the ratio to the ceiling's req/s,
-     with PASS/FAIL against the targets: cache-warm reads >= 0.6 x ceiling, cache-miss reads
-     >= 0.3 x ceiling, p99 < 50 ms, no non-2xx answer (nor socket error); and, per row, the CPU
-     share other processes took meanwhile (a shared machine skews every figure), then a summary
-     of the warnings and errors in the servers' logs (e.g. cache bypasses on Redis timeouts).
+     bench/wrk_api.lua, --repeat times (3; each run after a few seconds of unmeasured warm-up):
+     a single run depends on how wrk's 16 connections happen to land on the workers;
+  4. prints, for the median run of each scenario (by req/s), req/s, p50, p99, non-2xx, the
+     X-Cache hit rate and the ratio to the ceiling's median req/s, with PASS/FAIL against the
+     targets: cache-warm reads >= 0.6 x ceiling, cache-miss reads >= 0.3 x ceiling, p99 < 50 ms,
+     no non-2xx answer (nor socket error) in any run; and, per row, the range of req/s and the
+     worst p99 over the runs, the CPU share other processes took meanwhile (a shared machine
+     skews every figure), then a summary of the warnings and errors in the servers' logs (e.g.
+     cache bypasses on Redis timeouts).
 It always stops its gunicorn processes, drops the database and flushes its Redis database.
 """
 
@@ -496,8 +499,23 @@ class Scenario:
 @dataclass
 class Row:
     scenario: Scenario
-    result: WrkResult
-    other_cpu: float  # % of the machine used by other processes meanwhile
+    result: WrkResult  # the median run by req/s (the verdicts are about it)
+    other_cpu: float  # % of the machine used by other processes meanwhile (the most of any run)
+    runs: list[WrkResult] = field(default_factory=list)  # every run, the median's included
+
+    @property
+    def rps_range(self) -> str:
+        rates = [run.rps for run in self.runs] or [self.result.rps]
+        return f"{min(rates):.0f}-{max(rates):.0f}"
+
+    @property
+    def worst_p99_ms(self) -> float:
+        return max((run.p99_ms for run in self.runs), default=self.result.p99_ms)
+
+
+def median_run(runs: list[WrkResult]) -> WrkResult:
+    """The run with the median req/s (the lower middle one of an even number)."""
+    return sorted(runs, key=lambda run: run.rps)[(len(runs) - 1) // 2]
 
 
 KIND_RATIO = {"warm": WARM_RATIO, "miss": MISS_RATIO}
@@ -514,7 +532,7 @@ def verdicts(row: Row, ceiling_rps: float) -> tuple[str, str, str, bool]:
         ok &= passed
         ratio_cell = f">={target:.1f} {'PASS' if passed else 'FAIL'}"
     p99_ok = res.p99_ms < MAX_P99_MS
-    errors_ok = res.non_2xx == 0 and res.socket_errors == 0
+    errors_ok = all(run.non_2xx == 0 and run.socket_errors == 0 for run in row.runs or [res])
     ok &= p99_ok and errors_ok
     return ratio_cell, "PASS" if p99_ok else "FAIL", "PASS" if errors_ok else "FAIL", ok
 
@@ -523,7 +541,7 @@ def print_table(rows: list[Row], ceiling_rps: float) -> None:
     header = (
         f"{'scenario':<34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} "
         f"{'hit %':>5} {'x ceil':>6}  {'ratio tgt':<10} {'p99<50':<6} {'2xx':<4} {'row':<4} "
-        f"{'other %':>7}"
+        f"{'other %':>7} {'runs req/s':>11} {'worst p99':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -538,7 +556,8 @@ def print_table(rows: list[Row], ceiling_rps: float) -> None:
             f"{row.scenario.name:<34} {res.rps:>8.0f} {res.p50_ms:>7.1f} {res.p99_ms:>7.1f} "
             f"{errors:>7} {'-' if hit is None else f'{100 * hit:.0f}':>5} "
             f"{res.rps / ceiling_rps:>6.2f}  {ratio_cell:<10} {p99_cell:<6} {errors_cell:<4} "
-            f"{'PASS' if ok else 'FAIL':<4} {row.other_cpu:>7.0f}"
+            f"{'PASS' if ok else 'FAIL':<4} {row.other_cpu:>7.0f} {row.rps_range:>11} "
+            f"{row.worst_p99_ms:>9.1f}"
         )
     print("-" * len(header))
     print(f"{passed}/{len(rows)} rows pass")
@@ -570,6 +589,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured seconds per scenario")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per scenario; the median run is reported"
+    )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     # gunicorn.conf.py's defaults for a deployment with Redis on this machine (given explicitly:
     # the ceiling has no REDIS_URL, and the same settings must serve both).
@@ -647,7 +669,8 @@ def run(
     )
     print(
         f"wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s --latency "
-        f"(+{opts.warmup} s unmeasured warm-up per scenario), loopback only; "
+        f"(+{opts.warmup} s unmeasured warm-up per run), {args.repeat} runs per scenario "
+        f"(the median run by req/s is reported), loopback only; "
         f"{os.cpu_count()} CPU cores shared by wrk, gunicorn, PostgreSQL and Redis"
     )
 
@@ -729,19 +752,27 @@ def run(
     other_load = OtherLoad(make_url(url).database or "", servers)
 
     def measure(server: Server, scenario: Scenario) -> Row:
+        """`args.repeat` runs of the scenario (each with its warm-up, and its flush of the
+        cache unless it is a cache-warm one); the row is the median run. A single run of a few
+        seconds depends on how wrk's connections happen to land on the workers."""
         target = server.base_url + scenario.path
-        if opts.warmup > 0:
-            run_wrk(target, scenario.token, scenario.mode, opts.warmup, opts)
-        if scenario.kind != "warm":
-            cache.flushdb()
-        with other_load.measure() as share:
-            out = run_wrk(target, scenario.token, scenario.mode, opts.duration, opts)
-        result = parse_wrk(out)
-        print(
-            f"  {scenario.name:<36} {describe(result)}; other processes >= {share[0]:.0f}% CPU",
-            flush=True,
-        )
-        return Row(scenario, result, share[0])
+        runs: list[WrkResult] = []
+        busiest = 0.0
+        for _ in range(args.repeat):
+            if opts.warmup > 0:
+                run_wrk(target, scenario.token, scenario.mode, opts.warmup, opts)
+            if scenario.kind != "warm":
+                cache.flushdb()
+            with other_load.measure() as share:
+                out = run_wrk(target, scenario.token, scenario.mode, opts.duration, opts)
+            result = parse_wrk(out)
+            busiest = max(busiest, share[0])
+            runs.append(result)
+            print(
+                f"  {scenario.name:<36} {describe(result)}; other processes >= {share[0]:.0f}% CPU",
+                flush=True,
+            )
+        return Row(scenario, median_run(runs), busiest, runs)
 
     # The ceilings first, then their servers stop so that they take no CPU during the API runs.
     ceiling_row = measure(ceiling, ceiling_scenario)
@@ -776,9 +807,11 @@ def run(
         )
     )
     print(
-        "\nhit % is the share of X-Cache: HIT among the API's answers; (e) writes and (f) have no "
-        "req/s target; other % is the CPU (share of the whole machine, a lower bound) used by "
-        "processes outside this benchmark while the row was measured."
+        "\nEach row is the median of its runs by req/s (runs req/s: the lowest and highest run; "
+        "worst p99: the highest p99 of any run). hit % is the share of X-Cache: HIT among the "
+        "API's answers; (e) writes and (f) have no req/s target; other % is the CPU (share of "
+        "the whole machine, a lower bound) used by processes outside this benchmark while the "
+        "row was measured."
     )
 
 

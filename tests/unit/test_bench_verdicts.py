@@ -1,0 +1,36 @@
+"""bench/api.py reports the median of a scenario's runs, and fails a row on an error in any."""
+
+from __future__ import annotations
+
+from bench.api import Row, Scenario, WrkResult, median_run, verdicts
+
+
+def run(rps: float, p99_ms: float = 10.0, non_2xx: int = 0) -> WrkResult:
+    return WrkResult(
+        requests=int(rps * 10),
+        rps=rps,
+        p50_ms=1.0,
+        p99_ms=p99_ms,
+        non_2xx=non_2xx,
+        socket_errors=0,
+        statuses="",
+    )
+
+
+MISS = Scenario("(d)", "miss", "/", "token", ("task", "1", "9"))
+
+
+def test_the_median_run_by_requests_per_second_is_reported() -> None:
+    runs = [run(900, p99_ms=80), run(300, p99_ms=20), run(600, p99_ms=30)]
+    assert median_run(runs).rps == 600
+    assert median_run(runs[:2]).rps == 300  # the lower middle of an even number
+    row = Row(MISS, median_run(runs), 0.0, runs)
+    assert (row.rps_range, row.worst_p99_ms) == ("300-900", 80)
+
+
+def test_a_row_passes_on_its_median_run_and_fails_on_an_error_in_any_run() -> None:
+    runs = [run(250), run(400), run(500)]
+    assert verdicts(Row(MISS, median_run(runs), 0.0, runs), ceiling_rps=1000)[3] is True
+    assert verdicts(Row(MISS, median_run(runs), 0.0, runs), ceiling_rps=1400)[3] is False
+    with_error = [run(250, non_2xx=1), run(400), run(500)]
+    assert verdicts(Row(MISS, median_run(with_error), 0.0, with_error), 1000)[3] is False
