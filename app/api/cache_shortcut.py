@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from flask import Flask
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter, Rule
 from werkzeug.wrappers import Request
@@ -78,6 +79,9 @@ class CacheShortcut:
         if self.enabled and method in ("GET", "PUT"):
             try:
                 answer = self._read(environ) if method == "GET" else self._write(environ)
+            except DBAPIError:  # the database failed: Flask answers (503) and logs it
+                environ.pop(PREFETCHED, None)
+                answer = None
             except Exception:  # Flask answers instead, with its error handling if it fails too
                 log.exception("the shortcut failed; answering through Flask")
                 environ.pop(PREFETCHED, None)

@@ -46,11 +46,13 @@ def link_header(pagination: Pagination, args: dict[str, str], base_url: str) -> 
         targets["prev"] = min(pagination.page - 1, last)
     if pagination.page < last:
         targets["next"] = pagination.page + 1
-    args = dict(args)
+    # The other parameters are encoded once; `page` keeps its place among them (else comes last).
+    encoded = [urlencode({name: value}) for name, value in {**args, "page": ""}.items()]
+    at = list({**args, "page": ""}).index("page")
     links = []
     for rel, page in targets.items():
-        args["page"] = str(page)
-        links.append(f'<{base_url}?{urlencode(args)}>; rel="{rel}"')
+        encoded[at] = f"page={page}"
+        links.append(f'<{base_url}?{"&".join(encoded)}>; rel="{rel}"')
     return ", ".join(links)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Select
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 
 Processor = Callable[[Any], Any] | None
 
@@ -27,10 +28,12 @@ class DriverStatement:
     bind_names: tuple[str, ...]  # in the driver's order (positional) or each once (named)
     positional: bool
     bind_processors: Mapping[str, Processor]
+    bound_values: Mapping[str, Any]  # the statement's own values (e.g. a CASE's), by bind name
     keys: tuple[str, ...]  # the selected columns' keys, in order
     result_processors: tuple[Processor, ...]
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
+        values = {**self.bound_values, **values}
         processed = {
             name: (process(values[name]) if process else values[name])
             for name, process in self.bind_processors.items()
@@ -51,6 +54,9 @@ def compile_for_driver(statement: Select[Any], dialect: Dialect) -> DriverStatem
     """`statement` (built once and kept, e.g. by functools.cache: it is the cache key here) as
     the driver's SQL with the processors of its parameter and column types."""
     compiled = statement.compile(dialect=dialect)
+    if compiled.post_compile_params or compiled.literal_execute_params:
+        # Rendered at execution by SQLAlchemy (e.g. IN lists): not a fixed string to reuse.
+        raise ValueError("a statement with parameters rendered at execution")
     binds = compiled.binds
     names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(binds)
     return DriverStatement(
@@ -61,6 +67,7 @@ def compile_for_driver(statement: Select[Any], dialect: Dialect) -> DriverStatem
             name: binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             for name in dict.fromkeys(names)
         },
+        bound_values={name: bind.value for name, bind in binds.items() if not bind.required},
         keys=tuple(str(column.key) for column in statement.selected_columns),
         result_processors=tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None)
@@ -77,19 +84,26 @@ def fetch_all(
     check-in hook turns it off again). The pool resets the connection when it comes back, and
     discards it if that fails (a dead connection)."""
     driver_statement = compile_for_driver(statement, engine.dialect)
-    connection = engine.raw_connection()
+    driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
     try:
-        dbapi_connection: Any = connection.dbapi_connection
-        if engine.dialect.name == "postgresql" and not dbapi_connection.autocommit:
-            dbapi_connection.autocommit = True
-        cursor = connection.cursor()
+        connection = engine.raw_connection()  # raises SQLAlchemy's errors already
         try:
-            cursor.execute(driver_statement.sql, driver_statement.parameters(values))
-            raw = cursor.fetchall() if limit is None else cursor.fetchmany(limit)
+            dbapi_connection: Any = connection.dbapi_connection
+            if engine.dialect.name == "postgresql" and not dbapi_connection.autocommit:
+                dbapi_connection.autocommit = True
+            cursor = connection.cursor()
+            try:
+                cursor.execute(driver_statement.sql, driver_statement.parameters(values))
+                raw = cursor.fetchall() if limit is None else cursor.fetchmany(limit)
+            finally:
+                cursor.close()
         finally:
-            cursor.close()
-    finally:
-        connection.close()
+            connection.close()
+    except driver_error as exc:
+        # As SQLAlchemy raises it (e.g. OperationalError: the API answers 503 to a lost database).
+        raise DBAPIError.instance(
+            driver_statement.sql, None, exc, driver_error, dialect=engine.dialect
+        ) from exc
     return [driver_statement.row(row) for row in raw]
 
 

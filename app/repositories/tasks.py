@@ -15,6 +15,7 @@ from sqlalchemy import (
     Date,
     Integer,
     Select,
+    Subquery,
     Table,
     Update,
     bindparam,
@@ -31,7 +32,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.extensions import db
 from app.models import Task, TaskAuditEntry, TaskPriority, TaskStatus
 from app.models.enums import PRIORITY_ORDER
-from app.repositories.driver_reads import fetch_one
+from app.repositories.driver_reads import fetch_all, fetch_one
 
 # Every id column is a 32-bit INTEGER: a larger id matches no row, and binding one overflows the
 # driver (SQLite) or the column type (PostgreSQL), so such ids are answered without a query.
@@ -230,10 +231,8 @@ class _PageShape:
     sort: tuple[tuple[str, bool], ...]
 
 
-@functools.lru_cache(maxsize=512)
-def _page_statement(shape: _PageShape) -> Select[Any]:
-    """The statement of every page of that shape, its values bound at execution: building a
-    statement and computing its cache key cost more than running it on an index."""
+def _page_ids(shape: _PageShape) -> Subquery:
+    """The ids of a page of that shape (see `tasks_page`)."""
     page_ids = select(Task.id).where(
         *_scope_conditions(shape.include_deleted, _bound_owner(shape.owned))
     )
@@ -243,13 +242,27 @@ def _page_statement(shape: _PageShape) -> Select[Any]:
         if name in shape.bound_filters
     ]
     flags = TaskFilters(unassigned=shape.unassigned, deleted_only=shape.deleted_only)
-    page = (
+    return (
         ordered(page_ids.where(*conditions, *_flag_conditions(flags)), shape.sort)
         .offset(bindparam("offset", type_=Integer))
         .limit(bindparam("limit", type_=Integer))
         .subquery()
     )
+
+
+@functools.lru_cache(maxsize=512)
+def _page_statement(shape: _PageShape) -> Select[Any]:
+    """The statement of every page of that shape, its values bound at execution: building a
+    statement and computing its cache key cost more than running it on an index."""
+    page = _page_ids(shape)
     return ordered(select(Task).join(page, Task.id == page.c.id), shape.sort)
+
+
+@functools.lru_cache(maxsize=512)
+def _page_rows_statement(shape: _PageShape) -> Select[Any]:
+    """`_page_statement` selecting the task's columns."""
+    page = _page_ids(shape)
+    return ordered(select(*Task.__table__.columns).join(page, Task.id == page.c.id), shape.sort)
 
 
 def tasks_page(scope: TaskScope, filters: TaskFilters, offset: int, limit: int) -> list[Task]:
@@ -265,6 +278,25 @@ def tasks_page(scope: TaskScope, filters: TaskFilters, offset: int, limit: int) 
         )
         stmt = ordered(select(Task).join(page_ids, Task.id == page_ids.c.id), filters.sort)
         return list(db.session.scalars(stmt))
+    shape, params = _page_shape(scope, filters, offset, limit)
+    return list(db.session.scalars(_page_statement(shape), params))
+
+
+def task_rows_page(
+    scope: TaskScope, filters: TaskFilters, offset: int, limit: int
+) -> list[dict[str, Any]] | None:
+    """`tasks_page` as the tasks' column values, read on the driver's cursor (no ORM objects to
+    build for a page that is serialised at once); None for a search (`q`), which needs
+    `tasks_page`."""
+    if filters.q:
+        return None
+    shape, params = _page_shape(scope, filters, offset, limit)
+    return fetch_all(db.engine, _page_rows_statement(shape), params)
+
+
+def _page_shape(
+    scope: TaskScope, filters: TaskFilters, offset: int, limit: int
+) -> tuple[_PageShape, dict[str, Any]]:
     params: dict[str, Any] = {"offset": offset, "limit": limit}
     for name, value_of, _ in VALUE_FILTERS:
         if (value := value_of(filters)) is not None:
@@ -279,7 +311,7 @@ def tasks_page(scope: TaskScope, filters: TaskFilters, offset: int, limit: int) 
         deleted_only=filters.deleted_only,
         sort=filters.sort,
     )
-    return list(db.session.scalars(_page_statement(shape), params))
+    return shape, params
 
 
 _BOUND_FILTER_NAMES = frozenset(name for name, _, _ in VALUE_FILTERS)

@@ -246,16 +246,21 @@ def list_scope(
 
 def list_tasks(
     actor: Actor, filters: TaskFilters, deleted: DeletedFilter, page: int, per_page: int
-) -> Page[Task]:
+) -> Page[Task | dict[str, Any]]:
+    """A page of the tasks the actor sees (as objects or as their column values)."""
     scope, filters = list_scope(actor, filters, deleted)
-    result: Page[Task] = Page([], page, per_page, 0)
+    result: Page[Task | dict[str, Any]] = Page([], page, per_page, 0)
     result.total = counted(
         ("tasks", scope, replace(filters, sort=())),  # the order does not change the total
         list_generations(scope),
         lambda: task_repo.count_tasks(scope, filters),
     )
     if result.offset < result.total:
-        result.items = task_repo.tasks_page(scope, filters, result.offset, per_page)
+        rows = task_repo.task_rows_page(scope, filters, result.offset, per_page)
+        if rows is None:
+            result.items = list(task_repo.tasks_page(scope, filters, result.offset, per_page))
+        else:
+            result.items = list(rows)
     return result
 
 

@@ -4,6 +4,7 @@ header included, for each role and query; a query the view refuses is Flask's to
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
@@ -17,6 +18,7 @@ from werkzeug.test import Client
 from app.api.cache_shortcut import CacheShortcut
 from app.cache.invalidation import STAFF_SCOPE, user_scope
 from app.cache.store import date_generation, scope_generation
+from app.repositories import tasks as task_repo
 from app.services import loader
 from tests.conftest import Account
 
@@ -123,3 +125,32 @@ def test_a_query_the_view_refuses_is_flasks_422(
         assert response.json["code"] == 422
 
     assert len(flask_dispatches) == 4
+
+
+def test_a_list_page_read_as_rows_answers_as_one_read_as_objects(
+    app: APIFlask,
+    client: FlaskClient,
+    admin: Account,
+    login: Login,
+    listed: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """app.repositories.tasks.task_rows_page (the driver's cursor) against tasks_page (ORM)."""
+    headers = login(admin)
+    cache = app.extensions["response_cache"]
+    stale = [scope_generation(STAFF_SCOPE)]
+    queries = [q for q in QUERIES if "date=" not in q and "q=" not in q]
+
+    def answers() -> list[bytes]:
+        found = []
+        for query in queries:
+            cache.bump(stale)
+            response = client.get(f"/tasks?{query}", headers=headers)
+            assert response.status_code == 200
+            found.append(response.get_data())
+        return found
+
+    as_rows = answers()
+    monkeypatch.setattr(task_repo, "task_rows_page", lambda *_args: None)
+    assert answers() == as_rows
+    assert all(json.loads(body)["items"] for body in as_rows[:2])  # pages with tasks in them

@@ -15,6 +15,7 @@ from apiflask import APIFlask
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 from werkzeug.test import Client
 
 from app.api.cache_shortcut import CacheShortcut
@@ -246,3 +247,24 @@ def test_a_connection_that_fails_a_direct_read_is_discarded_and_flask_answers(
     assert answer.status_code == 200 and answer.json["id"] == tasks["full"]
     with engine.connect() as connection:  # the dead connection did not go back to the pool
         assert connection.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+
+
+def test_a_driver_read_on_a_dead_connection_raises_sqlalchemys_error(
+    app: APIFlask, backend: str, tasks: dict[str, int]
+) -> None:
+    """As SQLAlchemy raises it, so the API's error handling answers 503, not 500."""
+    if backend != "postgresql":
+        pytest.skip("killing a pooled connection is a PostgreSQL matter")
+    with app.app_context():
+        engine = db.engine
+        engine.dispose()
+        doomed, killer = engine.connect(), engine.connect()
+        pid = doomed.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        doomed.close()  # the pool hands it out first (first in, first out)
+        killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        killer.commit()
+        killer.close()
+
+        with pytest.raises(OperationalError):
+            visible_task_row(tasks["full"], TaskScope(None, include_deleted=True))
+        assert visible_task_row(tasks["full"], TaskScope(None, include_deleted=True))  # recovered
