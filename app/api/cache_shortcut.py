@@ -26,7 +26,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from flask import Flask
@@ -38,7 +38,7 @@ from werkzeug.wrappers import Request
 from app.api.caching import CACHE_GENERATIONS, PREFETCHED, cache_plan, direct_answer, prefetch
 from app.api.direct_writes import DIRECT_WRITE, if_match_tags_of, json_body, written_answer
 from app.api.http import security_headers
-from app.api.json_provider import OrjsonProvider
+from app.api.json_provider import json_answer
 from app.auth.session_memory import SessionMemory
 from app.auth.tokens import AccessClaims, VerifiedTokens
 from app.cache.store import ResponseCache
@@ -180,11 +180,8 @@ class CacheShortcut:
         answered = written_answer(self.app, view, actor, view_args, body, if_match)
         if answered is None:
             return None
-        data, headers = answered
-        provider = cast(OrjsonProvider, self.app.json)
-        out = provider.response_body(data)
-        stored = {"Content-Type": provider.mimetype, **headers}
-        return self._answer(environ, rule, actor, 200, stored, out, started)
+        headers, out = json_answer(self.app, *answered)
+        return self._answer(environ, rule, actor, 200, headers, out, started)
 
     def _answer(
         self,

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from werkzeug.datastructures import MultiDict
 
 from app.api.direct_writes import if_match_tags_of
-from app.api.json_provider import OrjsonProvider
+from app.api.json_provider import json_answer
 from app.auth.tokens import AccessClaims
 from app.cache.invalidation import STAFF_SCOPE, current_cache, user_scope
 from app.cache.store import Lookup, ResponseCache, scope_generation
@@ -207,12 +207,8 @@ def direct_answer(
         return None
     if answered is None:
         return None
-    data, headers = answered
-    provider = cast(OrjsonProvider, current_app.json)
-    body = provider.response_body(data)
-    # What Flask's JSON response and `cached` would add (Content-Type is the provider's).
-    headers = {"Content-Type": provider.mimetype, "ETag": body_etag(body), **headers}
-    return _encode_parts(headers, body)
+    headers, body = json_answer(current_app, *answered)
+    return _encode_parts({"ETag": body_etag(body), **headers}, body)  # as `cached` adds it
 
 
 def cached(generations: Generations, direct: Direct | None = None) -> Callable[[Any], Any]:

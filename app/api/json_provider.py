@@ -49,5 +49,12 @@ class OrjsonProvider(DefaultJSONProvider):
         return response_class(body, mimetype=self.mimetype)
 
 
+def json_answer(app: Flask, data: Any, headers: dict[str, str]) -> tuple[dict[str, str], bytes]:
+    """What `app.json.response(data)` with `headers` answers, as headers and body: for answers
+    built outside a request (app.api.cache_shortcut)."""
+    provider = cast(OrjsonProvider, app.json)
+    return {"Content-Type": provider.mimetype, **headers}, provider.response_body(data)
+
+
 def install_json(app: Flask) -> None:
     app.json = OrjsonProvider(app)

@@ -47,8 +47,9 @@ def link_header(pagination: Pagination, args: dict[str, str], base_url: str) -> 
     if pagination.page < last:
         targets["next"] = pagination.page + 1
     # The other parameters are encoded once; `page` keeps its place among them (else comes last).
-    encoded = [urlencode({name: value}) for name, value in {**args, "page": ""}.items()]
-    at = list({**args, "page": ""}).index("page")
+    params = {**args, "page": ""}
+    encoded = [urlencode({name: value}) for name, value in params.items()]
+    at = list(params).index("page")
     links = []
     for rel, page in targets.items():
         encoded[at] = f"page={page}"

@@ -62,8 +62,9 @@ def _list_answer(
     actor: Actor, args: MultiDict[str, str], base_url: str
 ) -> tuple[Any, dict[str, str]]:
     """`list_tasks`'s 200 answer for the cache shortcut: the same query and output models."""
-    query = TaskListQuery.model_validate(args.to_dict())  # as APIFlask reads a query
-    body, _, headers = paginated(_tasks_page(actor, query), args.to_dict(), base_url)
+    given = args.to_dict()
+    query = TaskListQuery.model_validate(given)  # as APIFlask reads a query
+    body, _, headers = paginated(_tasks_page(actor, query), given, base_url)
     return TaskPage.model_validate(body).model_dump(mode="json", by_alias=True), headers
 
 

@@ -4,18 +4,17 @@ know how to answer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from apiflask import APIFlask
-from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import Client, TestResponse
 
-from app.api.cache_shortcut import CacheShortcut
 from app.models.types import MAX_ID
 from app.observability.logging import USER_ID_ENVIRON
+from tests.api.conftest import shortcut_of
 from tests.api.test_observability import LogLines, log_lines, scrape, value  # noqa: F401
 from tests.conftest import Account
 from tests.conftest import test_settings as settings_for
@@ -23,28 +22,6 @@ from tests.reliability.helpers import side_app
 
 Headers = dict[str, str]
 Login = Callable[[Account], Headers]
-
-
-@pytest.fixture
-def flask_dispatches(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The paths Flask itself dispatched during the test."""
-    seen: list[str] = []
-    original = Flask.full_dispatch_request
-
-    def spy(self: Flask) -> Any:
-        from flask import request
-
-        seen.append(request.path)
-        return original(self)
-
-    monkeypatch.setattr(Flask, "full_dispatch_request", spy)
-    yield seen
-
-
-def shortcut_of(application: APIFlask) -> CacheShortcut:
-    shortcut = application.wsgi_app
-    assert isinstance(shortcut, CacheShortcut)
-    return shortcut
 
 
 def test_a_remembered_callers_hit_is_answered_before_flask(

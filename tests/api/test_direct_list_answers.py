@@ -5,42 +5,25 @@ header included, for each role and query; a query the view refuses is Flask's to
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 import pytest
 from apiflask import APIFlask
-from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import Client
 
-from app.api.cache_shortcut import CacheShortcut
 from app.cache.invalidation import STAFF_SCOPE, user_scope
 from app.cache.store import date_generation, scope_generation
 from app.repositories import tasks as task_repo
 from app.services import loader
+from tests.api.conftest import shortcut_of
 from tests.conftest import Account
 
 Headers = dict[str, str]
 Login = Callable[[Account], Headers]
 DAY = date(2030, 5, 6)
-
-
-@pytest.fixture
-def flask_dispatches(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The paths Flask itself dispatched during the test."""
-    seen: list[str] = []
-    original = Flask.full_dispatch_request
-
-    def spy(self: Flask) -> Any:
-        from flask import request
-
-        seen.append(request.full_path)
-        return original(self)
-
-    monkeypatch.setattr(Flask, "full_dispatch_request", spy)
-    yield seen
 
 
 @pytest.fixture
@@ -88,8 +71,7 @@ def test_a_list_miss_is_answered_before_flask_exactly_as_flask_answers_it(
     headers = {**login(account), "X-Request-ID": "direct-list"}
     client.get("/tasks", headers=headers)  # the session is remembered from here on
     cache = app.extensions["response_cache"]
-    shortcut = app.wsgi_app
-    assert isinstance(shortcut, CacheShortcut)
+    shortcut = shortcut_of(app)
     # Makes the caller's lists stale (not the global counter: it also guards their session).
     scope = STAFF_SCOPE if caller != "alice" else user_scope(account.id)
     stale = [scope_generation(scope), date_generation(DAY.isoformat())]

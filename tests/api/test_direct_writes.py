@@ -5,43 +5,20 @@ and a refused write leaves nothing behind."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from apiflask import APIFlask
-from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import Client
 
-from app.api.cache_shortcut import CacheShortcut
+from tests.api.conftest import shortcut_of
 from tests.api.test_observability import LogLines, log_lines, scrape, value  # noqa: F401
 from tests.conftest import Account
 
 Headers = dict[str, str]
 Login = Callable[[Account], Headers]
-
-
-@pytest.fixture
-def flask_dispatches(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The paths Flask itself dispatched during the test."""
-    seen: list[str] = []
-    original = Flask.full_dispatch_request
-
-    def spy(self: Flask) -> Any:
-        from flask import request
-
-        seen.append(request.path)
-        return original(self)
-
-    monkeypatch.setattr(Flask, "full_dispatch_request", spy)
-    yield seen
-
-
-def shortcut_of(application: APIFlask) -> CacheShortcut:
-    shortcut = application.wsgi_app
-    assert isinstance(shortcut, CacheShortcut)
-    return shortcut
 
 
 def remembered(client: FlaskClient, login: Login, account: Account) -> Headers:

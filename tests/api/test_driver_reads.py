@@ -12,38 +12,21 @@ from typing import Any
 import psycopg
 import pytest
 from apiflask import APIFlask
-from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError
 from werkzeug.test import Client
 
-from app.api.cache_shortcut import CacheShortcut
 from app.cache.store import task_generation
 from app.extensions import db
 from app.models import Task
 from app.repositories.tasks import TaskScope, _visible_task_row_statement, visible_task_row
+from tests.api.conftest import shortcut_of
 from tests.api.test_observability import scrape, value
 from tests.conftest import Account
 
 Headers = dict[str, str]
 Login = Callable[[Account], Headers]
-
-
-@pytest.fixture
-def flask_dispatches(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The paths Flask itself dispatched during the test."""
-    seen: list[str] = []
-    original = Flask.full_dispatch_request
-
-    def spy(self: Flask) -> Any:
-        from flask import request
-
-        seen.append(request.path)
-        return original(self)
-
-    monkeypatch.setattr(Flask, "full_dispatch_request", spy)
-    yield seen
 
 
 @pytest.fixture
@@ -71,12 +54,6 @@ def tasks(
     deleted = create(task_name="gone", assigned_user_id=alice.id)
     assert client.delete(f"/task/{deleted}", headers=headers).status_code == 204
     return {"full": full, "bobs": bobs, "deleted": deleted}
-
-
-def shortcut_of(application: APIFlask) -> CacheShortcut:
-    shortcut = application.wsgi_app
-    assert isinstance(shortcut, CacheShortcut)
-    return shortcut
 
 
 def forget(app: APIFlask, task_id: int) -> None:
@@ -219,6 +196,19 @@ def test_a_direct_read_runs_in_autocommit_and_gives_its_connection_back_as_it_fo
         db.session.rollback()
 
 
+def kill_the_next_pooled_connection(engine: Engine) -> int:
+    """Leave the pool one idle connection, the next it hands out, with its server process
+    terminated; returns that process's id."""
+    engine.dispose()
+    doomed, killer = engine.connect(), engine.connect()
+    pid: int = doomed.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    doomed.close()  # the pool hands it out first (first in, first out)
+    killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    killer.commit()
+    killer.close()
+    return pid
+
+
 def test_a_connection_that_fails_a_direct_read_is_discarded_and_flask_answers(
     app: APIFlask,
     backend: str,
@@ -233,13 +223,7 @@ def test_a_connection_that_fails_a_direct_read_is_discarded_and_flask_answers(
     client.get("/tasks", headers=headers)
     with app.app_context():
         engine = db.engine
-    engine.dispose()
-    doomed, killer = engine.connect(), engine.connect()
-    pid = doomed.execute(text("SELECT pg_backend_pid()")).scalar_one()
-    doomed.close()  # the pool hands it out first (first in, first out)
-    killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    killer.commit()
-    killer.close()
+    pid = kill_the_next_pooled_connection(engine)
     forget(app, tasks["full"])
 
     answer = client.get(f"/task/{tasks['full']}", headers=headers)
@@ -256,14 +240,7 @@ def test_a_driver_read_on_a_dead_connection_raises_sqlalchemys_error(
     if backend != "postgresql":
         pytest.skip("killing a pooled connection is a PostgreSQL matter")
     with app.app_context():
-        engine = db.engine
-        engine.dispose()
-        doomed, killer = engine.connect(), engine.connect()
-        pid = doomed.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        doomed.close()  # the pool hands it out first (first in, first out)
-        killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        killer.commit()
-        killer.close()
+        kill_the_next_pooled_connection(db.engine)
 
         with pytest.raises(OperationalError):
             visible_task_row(tasks["full"], TaskScope(None, include_deleted=True))
