@@ -22,8 +22,8 @@ from app.api import (  # noqa: F401  (current_user registers the token callbacks
     logs,
     tasks,
 )
-from app.api.cache_shortcut import install_cache_shortcut
 from app.api.errors import register_error_handlers
+from app.api.hot_paths import install_hot_paths
 from app.api.json_provider import install_json
 from app.api.rate_limits import init_rate_limits
 from app.auth.tokens import VerifiedTokens
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     app.register_blueprint(docs.bp)
 
     init_cache(app, settings)
-    install_cache_shortcut(app)
+    install_hot_paths(app)
     app.extensions["verified_tokens"] = VerifiedTokens(settings.session_memory_max_entries)
     init_rate_limits(app, settings)
     init_celery(app, settings)

@@ -601,6 +601,11 @@ def main() -> None:
     parser.add_argument("--gunicorn-threads", type=int, default=4, help="GUNICORN_THREADS")
     parser.add_argument("--max-page", type=int, default=50, help="random list pages: 1..N")
     parser.add_argument("--date-max-page", type=int, default=250, help="random log pages: 1..N")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="letters of the API scenarios to run, e.g. 'd,e' (default: all; the ceiling always)",
+    )
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
     args = parser.parse_args()
@@ -743,6 +748,9 @@ def run(
             ("put", str(seeded.first_task_id), str(seeded.last_task_id)),
         ),
     ]
+    if args.only:
+        letters = {f"({letter.strip()})" for letter in args.only.split(",")}
+        scenarios = [s for s in scenarios if s.name.split()[0] in letters]
     ceiling_scenario = Scenario(
         "(f) ceiling: bare Flask, same page", "ceiling", PAGE_PATH, admin_token, ("fixed",)
     )

@@ -18,7 +18,7 @@ from flask import Response, current_app, make_response, request
 from pydantic import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from app.api.direct_writes import if_match_tags_of
+from app.api.http import if_match_tags_of
 from app.api.json_provider import json_answer
 from app.auth.tokens import AccessClaims
 from app.cache.invalidation import STAFF_SCOPE, current_cache, user_scope
@@ -110,7 +110,7 @@ CACHE_GENERATIONS = "cache_generations"  # attribute of a cached view: its `gene
 # where the view answers otherwise. Computed without Flask's dispatch (see `direct_answer`).
 Direct = Callable[..., "tuple[Any, dict[str, str]] | None"]
 CACHE_DIRECT = "cache_direct"  # attribute of a cached view: its `direct`
-# WSGI environ: the answer read with the session's counters (before Flask, by the shortcut)
+# WSGI environ: the answer read with the session's counters (before Flask, by app.api.hot_paths)
 PREFETCHED = "mediaamp.cache_prefetched"
 
 
@@ -160,7 +160,7 @@ def read_cached_answer_with_session(claims: AccessClaims) -> list[bytes] | None:
     the session had last time. Returns those counters (global first) for `confirm_session`;
     None when the endpoint is not cached or the cache is unavailable. The answer is used only
     if the confirmed role turns out to be the one planned with (see `cached`)."""
-    done: Prefetched | None = request.environ.get(PREFETCHED)  # by app.api.cache_shortcut
+    done: Prefetched | None = request.environ.get(PREFETCHED)  # by app.api.hot_paths
     if done is not None and done.caller[0] == claims.user_id:
         return done.session_counters
     cache = current_cache()
@@ -214,7 +214,7 @@ def direct_answer(
 def cached(generations: Generations, direct: Direct | None = None) -> Callable[[Any], Any]:
     """Cache a GET view. `generations(actor, query_args, **view_args)` names the counters
     guarding it. `direct(actor, query_args, base_url, **view_args)`, where given, computes the
-    view's 200 answer for the cache shortcut (app.api.cache_shortcut) on a miss, without
+    view's 200 answer for the hot-path middleware (app.api.hot_paths) on a miss, without
     Flask's dispatch."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,4 +1,4 @@
-"""Writes answered in front of Flask (by app.api.cache_shortcut) for callers it remembers: the
+"""Writes answered in front of Flask (by app.api.hot_paths) for callers it remembers: the
 hot `PUT /task/<id>` without Flask's request, hooks and dispatch.
 
 A view offers it with `@direct_write(handler)`: `handler(actor, body, if_match, **view_args)`
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 from pydantic import ValidationError
-from werkzeug.http import parse_etags, parse_options_header
+from werkzeug.http import parse_options_header
 
 from app.extensions import db
 from app.services.actor import Actor
@@ -39,14 +39,6 @@ def direct_write(handler: DirectWrite) -> Callable[[Any], Any]:
         return view
 
     return decorator
-
-
-def if_match_tags_of(header: str | None) -> set[str] | None:
-    """The tags of an `If-Match` header (`{"*"}` for a star), None without the header."""
-    if header is None:
-        return None
-    tags = parse_etags(header)
-    return {"*"} if tags.star_tag else set(tags.as_set(include_weak=False))
 
 
 def json_body(environ: WSGIEnvironment, max_bytes: int | None) -> bytes | None:

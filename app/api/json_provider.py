@@ -51,7 +51,7 @@ class OrjsonProvider(DefaultJSONProvider):
 
 def json_answer(app: Flask, data: Any, headers: dict[str, str]) -> tuple[dict[str, str], bytes]:
     """What `app.json.response(data)` with `headers` answers, as headers and body: for answers
-    built outside a request (app.api.cache_shortcut)."""
+    built outside a request (app.api.hot_paths)."""
     provider = cast(OrjsonProvider, app.json)
     return {"Content-Type": provider.mimetype, **headers}, provider.response_body(data)
 

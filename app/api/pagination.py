@@ -61,7 +61,7 @@ def paginated(
     pagination: Pagination, args: dict[str, str] | None = None, base_url: str | None = None
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
     """A page's body and Link header; for the current request unless `args` and `base_url`
-    are given (outside a request: app.api.cache_shortcut)."""
+    are given (outside a request: app.api.hot_paths)."""
     if args is None or base_url is None:
         args, base_url = request.args.to_dict(), request.base_url
     return page_body(pagination), 200, {"Link": link_header(pagination, args, base_url)}

@@ -61,7 +61,7 @@ def _list_generations(user: Actor, args: MultiDict[str, str]) -> list[str]:
 def _list_answer(
     actor: Actor, args: MultiDict[str, str], base_url: str
 ) -> tuple[Any, dict[str, str]]:
-    """`list_tasks`'s 200 answer for the cache shortcut: the same query and output models."""
+    """`list_tasks`'s 200 answer for the hot-path middleware: the same query and output models."""
     given = args.to_dict()
     query = TaskListQuery.model_validate(given)  # as APIFlask reads a query
     body, _, headers = paginated(_tasks_page(actor, query), given, base_url)
@@ -124,7 +124,7 @@ def create_task(body: TaskCreateIn) -> Any:
 def _task_answer(
     actor: Actor, _args: MultiDict[str, str], _base_url: str, task_id: int
 ) -> tuple[Any, dict[str, str]] | None:
-    """`get_task`'s 200 answer for the cache shortcut, read without the ORM session; None
+    """`get_task`'s 200 answer for the hot-path middleware, read without the ORM session; None
     where the view answers 404 (Flask does then)."""
     fields = task_service.visible_task_fields(actor, task_id)
     if fields is None:
@@ -146,8 +146,8 @@ def get_task(task_id: int) -> Any:
 def _update_task_directly(
     actor: Actor, body: Any, if_match: set[str] | None, task_id: int
 ) -> tuple[Any, dict[str, str]]:
-    """`update_task`'s 200 answer for the shortcut (app.api.direct_writes): the same input
-    model, service and output model; anything else raises and Flask answers."""
+    """`update_task`'s 200 answer for the hot-path middleware (app.api.direct_writes): the same
+    input model, service and output model; anything else raises and Flask answers."""
     changes = TaskUpdateIn.model_validate(body).model_dump(exclude_unset=True)
     task = task_service.update_task(actor, task_id, changes, if_match)
     data = TaskOut.model_validate(task).model_dump(mode="json", by_alias=True)

@@ -68,7 +68,7 @@ class Task(Model):
     __table_args__ = (
         # The default listing: live tasks, newest first.
         Index("ix_task_manager_deleted_at_created_at", "deleted_at", "created_at"),
-        # A list page's ids read from the index alone, OFFSET included (tasks_page): live tasks
+        # A list page's ids read from the index alone, OFFSET included (task_rows_page): live tasks
         # in either order the list is sorted by, with the columns it filters on.
         *(
             Index(

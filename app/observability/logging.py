@@ -72,7 +72,7 @@ def log_request(
     write_line: bool,
     request_id: str | None = None,
 ) -> None:
-    """The one line logged per request (by Flask's hooks, or by app.api.cache_shortcut); with
+    """The one line logged per request (by Flask's hooks, or by app.api.hot_paths); with
     `write_line` off (REQUEST_LOG=false) the server's access line is that line instead, and
     reads the user id left in the environ (gunicorn.conf.py)."""
     environ[USER_ID_ENVIRON] = user_id

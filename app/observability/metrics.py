@@ -73,7 +73,7 @@ class LoaderCollector(Collector):
 
 
 def count_request(method: str, endpoint: str, status: int, seconds: float | None) -> None:
-    """One answered request (by Flask's hooks, or by app.api.cache_shortcut)."""
+    """One answered request (by Flask's hooks, or by app.api.hot_paths)."""
     HTTP_REQUESTS.labels(method, endpoint, str(status)).inc()
     if seconds is not None:
         HTTP_LATENCY.labels(method, endpoint).observe(seconds)

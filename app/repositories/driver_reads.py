@@ -1,7 +1,7 @@
 """Reads run on the driver's own cursor, below SQLAlchemy's execution layer.
 
 For the hot reads whose every cache miss costs a query (`GET /task/<id>` answered by
-app.api.cache_shortcut, a page of the date view), SQLAlchemy's per-statement work (execution
+app.api.hot_paths, a page of the date view), SQLAlchemy's per-statement work (execution
 context, result metadata built from the cursor's description, result objects) costs about twice
 the driver's own work. The statement is still a SQLAlchemy `Select`, compiled once per dialect;
 its parameters and results go through the column types' own bind and result processors, so the

@@ -445,20 +445,6 @@ def _log_page(shape: _LogShape, sort: tuple[tuple[str, bool], ...]) -> Subquery:
     )
 
 
-@functools.lru_cache(maxsize=256)
-def _log_page_statement(shape: _LogShape, sort: tuple[tuple[str, bool], ...]) -> Select[Any]:
-    """The page's entries and their tasks."""
-    page = _log_page(shape, sort)
-    return (
-        select(TaskLogEntry)
-        .join(page, page.c.task_id == TaskLogEntry.task_id)
-        .join(TaskLogEntry.task)
-        .where(TaskLogEntry.log_date == bindparam("log_date"))
-        .order_by(*_log_order(sort))
-        .options(contains_eager(TaskLogEntry.task))  # the task rides along
-    )
-
-
 # A snapshot's fields (the date view's `log`), by their labels in `_log_page_rows_statement`.
 _SNAPSHOT_FIELDS = {
     "log_id": TaskLogEntry.id,
@@ -477,7 +463,7 @@ _SNAPSHOT_NAMES = {
 
 @functools.lru_cache(maxsize=256)
 def _log_page_rows_statement(shape: _LogShape, sort: tuple[tuple[str, bool], ...]) -> Select[Any]:
-    """`_log_page_statement`'s page as columns: the task's, then its snapshot's (labelled)."""
+    """The page's entries as columns: the task's, then its snapshot's (labelled)."""
     page = _log_page(shape, sort)
     snapshot = [column.label(label) for label, column in _SNAPSHOT_FIELDS.items()]
     return (
@@ -524,28 +510,14 @@ def count_log_for_date(log_date: date, scope: TaskScope, filters: TaskFilters) -
     return db.session.scalar(stmt) or 0
 
 
-def log_entries_for_date(
-    log_date: date, scope: TaskScope, filters: TaskFilters, offset: int, limit: int
-) -> list[TaskLogEntry]:
-    """Entries `offset` to `offset + limit` of the date view for `log_date`, in the task list's
-    order, each with its task loaded: one query."""
-    if answerable_from_log(scope, filters):
-        values = _log_only_values(filters)
-        statement = _log_page_statement(_LogShape.of(scope, filters, values), filters.sort)
-        params = {"log_date": log_date, "offset": offset, "limit": limit, **values}
-        return list(db.session.scalars(statement, params))
-    stmt = _joined(select(TaskLogEntry), log_date, scope, filters)
-    stmt = ordered(stmt, filters.sort).offset(offset).limit(limit)
-    stmt = stmt.options(contains_eager(TaskLogEntry.task))  # the task rides along
-    return list(db.session.scalars(stmt))
-
-
 def log_page_rows(
     log_date: date, scope: TaskScope, filters: TaskFilters, offset: int, limit: int
 ) -> list[tuple[dict[str, Any], dict[str, Any]]] | None:
-    """`log_entries_for_date`'s page as (the task's columns, its snapshot's fields) pairs, read
-    on the driver's cursor (app.repositories.driver_reads: no ORM objects to build for a page
-    that is serialised at once); None when the question needs the join path."""
+    """Entries `offset` to `offset + limit` of the date view for `log_date`, in the task list's
+    order, as (the task's columns, its snapshot's fields) pairs: one query on task_logger's index
+    (`_log_page`), read on the driver's cursor (app.repositories.driver_reads: no ORM objects to
+    build for a page that is serialised at once); None when the question needs the join path
+    (`log_entries_for_date`)."""
     if not answerable_from_log(scope, filters):
         return None
     values = _log_only_values(filters)
@@ -556,6 +528,17 @@ def log_page_rows(
         snapshot = {_SNAPSHOT_NAMES.get(label, label): row.pop(label) for label in _SNAPSHOT_FIELDS}
         pairs.append((row, snapshot))
     return pairs
+
+
+def log_entries_for_date(
+    log_date: date, scope: TaskScope, filters: TaskFilters, offset: int, limit: int
+) -> list[TaskLogEntry]:
+    """The same page by the general form (`_joined`), each entry with its task loaded, in one
+    query: the questions `log_page_rows` leaves, and the reference its tests compare with."""
+    stmt = _joined(select(TaskLogEntry), log_date, scope, filters)
+    stmt = ordered(stmt, filters.sort).offset(offset).limit(limit)
+    stmt = stmt.options(contains_eager(TaskLogEntry.task))  # the task rides along
+    return list(db.session.scalars(stmt))
 
 
 def get_log_entry(log_id: int, scope: TaskScope) -> TaskLogEntry | None:

@@ -132,7 +132,7 @@ def _visible_task_row_statement(owned: bool, include_deleted: bool) -> Select[An
 
 def visible_task_row(task_id: int, scope: TaskScope) -> dict[str, Any] | None:
     """`get_visible_task`'s task as its column values, read on the driver's cursor instead of
-    the ORM session (app.repositories.driver_reads): for the cache shortcut's misses, where
+    the ORM session (app.repositories.driver_reads): for the hot-path middleware's misses, where
     the session's and SQLAlchemy's per-statement work cost more than the query."""
     owned = scope.owner_id is not None
     stmt = _visible_task_row_statement(owned, scope.include_deleted)
@@ -146,7 +146,7 @@ def get_task_any_state(task_id: int) -> Task | None:
 
 # The filters that compare a column with a value: (name, the value a filter set asks for or None,
 # the condition on a value). Table-driven so that a page's statement can be built once per shape,
-# with bound parameters (tasks_page), and still read the same as `filtered`.
+# with bound parameters (task_rows_page), and still read the same as `filtered`.
 ValueFilter = tuple[str, Callable[[TaskFilters], Any], Callable[[Any], ColumnElement[bool]]]
 VALUE_FILTERS: tuple[ValueFilter, ...] = (
     ("status", lambda f: f.status, lambda v: Task.status == v),
@@ -232,7 +232,7 @@ class _PageShape:
 
 
 def _page_ids(shape: _PageShape) -> Subquery:
-    """The ids of a page of that shape (see `tasks_page`)."""
+    """The ids of a page of that shape (see `task_rows_page`)."""
     page_ids = select(Task.id).where(
         *_scope_conditions(shape.include_deleted, _bound_owner(shape.owned))
     )
@@ -251,47 +251,39 @@ def _page_ids(shape: _PageShape) -> Subquery:
 
 
 @functools.lru_cache(maxsize=512)
-def _page_statement(shape: _PageShape) -> Select[Any]:
-    """The statement of every page of that shape, its values bound at execution: building a
-    statement and computing its cache key cost more than running it on an index."""
-    page = _page_ids(shape)
-    return ordered(select(Task).join(page, Task.id == page.c.id), shape.sort)
-
-
-@functools.lru_cache(maxsize=512)
 def _page_rows_statement(shape: _PageShape) -> Select[Any]:
-    """`_page_statement` selecting the task's columns."""
+    """The statement of every page of that shape, its values bound at execution (building a
+    statement and computing its cache key cost more than running it on an index), selecting
+    the task's columns."""
     page = _page_ids(shape)
     return ordered(select(*Task.__table__.columns).join(page, Task.id == page.c.id), shape.sort)
-
-
-def tasks_page(scope: TaskScope, filters: TaskFilters, offset: int, limit: int) -> list[Task]:
-    """One page of the list. The page's ids are found first and only those rows read: finding
-    them walks (and skips OFFSET) entries of an index that covers the common lists (live tasks,
-    status and priority filters, created_at or id order), never the table's rows."""
-    if filters.q:  # a search pattern is not a bound value (escaping): built for this request
-        page_ids = (
-            ordered(filtered(scoped(select(Task.id), scope), filters), filters.sort)
-            .offset(offset)
-            .limit(limit)
-            .subquery()
-        )
-        stmt = ordered(select(Task).join(page_ids, Task.id == page_ids.c.id), filters.sort)
-        return list(db.session.scalars(stmt))
-    shape, params = _page_shape(scope, filters, offset, limit)
-    return list(db.session.scalars(_page_statement(shape), params))
 
 
 def task_rows_page(
     scope: TaskScope, filters: TaskFilters, offset: int, limit: int
 ) -> list[dict[str, Any]] | None:
-    """`tasks_page` as the tasks' column values, read on the driver's cursor (no ORM objects to
-    build for a page that is serialised at once); None for a search (`q`), which needs
-    `tasks_page`."""
-    if filters.q:
+    """One page of the list as the tasks' column values, read on the driver's cursor (no ORM
+    objects to build for a page that is serialised at once); None for a search (`q`), which
+    `tasks_page` answers. The page's ids are found first and only those rows read: finding them
+    walks (and skips OFFSET) entries of an index that covers the common lists (live tasks,
+    status and priority filters, created_at or id order), never the table's rows."""
+    if filters.q:  # a search pattern is not a bound value (escaping)
         return None
     shape, params = _page_shape(scope, filters, offset, limit)
     return fetch_all(db.engine, _page_rows_statement(shape), params)
+
+
+def tasks_page(scope: TaskScope, filters: TaskFilters, offset: int, limit: int) -> list[Task]:
+    """One page of the list as objects, its statement built for this request with `filtered`:
+    the searches (`q`) that `task_rows_page` leaves, and the reference its tests compare with."""
+    page_ids = (
+        ordered(filtered(scoped(select(Task.id), scope), filters), filters.sort)
+        .offset(offset)
+        .limit(limit)
+        .subquery()
+    )
+    stmt = ordered(select(Task).join(page_ids, Task.id == page_ids.c.id), filters.sort)
+    return list(db.session.scalars(stmt))
 
 
 def _page_shape(

@@ -1,4 +1,4 @@
-"""Fixtures and helpers shared by the tests of the WSGI shortcut (app.api.cache_shortcut)."""
+"""Fixtures and helpers shared by the tests of the hot-path middleware (app.api.hot_paths)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import pytest
 from apiflask import APIFlask
 from flask import Flask
 
-from app.api.cache_shortcut import CacheShortcut
+from app.api.hot_paths import HotPaths
 
 
 @pytest.fixture
 def flask_dispatches(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The paths Flask itself dispatched during the test (the rest the shortcut answered)."""
+    """The paths Flask itself dispatched during the test (the hot-path middleware answered the
+    rest)."""
     seen: list[str] = []
     original = Flask.full_dispatch_request
 
@@ -28,7 +29,7 @@ def flask_dispatches(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iterator
     yield seen
 
 
-def shortcut_of(application: APIFlask) -> CacheShortcut:
-    shortcut = application.wsgi_app
-    assert isinstance(shortcut, CacheShortcut)
-    return shortcut
+def hot_paths_of(application: APIFlask) -> HotPaths:
+    middleware = application.wsgi_app
+    assert isinstance(middleware, HotPaths)
+    return middleware

@@ -1,5 +1,5 @@
-"""`GET /tasks` misses (the list and the `?date=` view) answered by the cache shortcut
-(app.api.cache_shortcut) without Flask's dispatch: the very answer Flask's view gives, Link
+"""`GET /tasks` misses (the list and the `?date=` view) answered by the hot-path middleware
+(app.api.hot_paths) without Flask's dispatch: the very answer Flask's view gives, Link
 header included, for each role and query; a query the view refuses is Flask's to answer."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from app.cache.invalidation import STAFF_SCOPE, user_scope
 from app.cache.store import date_generation, scope_generation
 from app.repositories import tasks as task_repo
 from app.services import loader
-from tests.api.conftest import shortcut_of
+from tests.api.conftest import hot_paths_of
 from tests.conftest import Account
 
 Headers = dict[str, str]
@@ -71,14 +71,14 @@ def test_a_list_miss_is_answered_before_flask_exactly_as_flask_answers_it(
     headers = {**login(account), "X-Request-ID": "direct-list"}
     client.get("/tasks", headers=headers)  # the session is remembered from here on
     cache = app.extensions["response_cache"]
-    shortcut = shortcut_of(app)
+    middleware = hot_paths_of(app)
     # Makes the caller's lists stale (not the global counter: it also guards their session).
     scope = STAFF_SCOPE if caller != "alice" else user_scope(account.id)
     stale = [scope_generation(scope), date_generation(DAY.isoformat())]
 
     for query in QUERIES:
         cache.bump(stale)
-        through_flask = Client(shortcut.next_app).get(f"/tasks?{query}", headers=headers)
+        through_flask = Client(middleware.next_app).get(f"/tasks?{query}", headers=headers)
         cache.bump(stale)
         flask_dispatches.clear()
         answer = client.get(f"/tasks?{query}", headers=headers)

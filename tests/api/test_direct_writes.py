@@ -1,5 +1,5 @@
 """`PUT /task/<id>` answered in front of Flask (app.api.direct_writes, through
-app.api.cache_shortcut) for a caller the process remembers: the very answer and the same audit
+app.api.hot_paths) for a caller the process remembers: the very answer and the same audit
 trail as through Flask; every other answer (400, 401, 403, 404, 409, 412, 415, 422) is Flask's,
 and a refused write leaves nothing behind."""
 
@@ -13,7 +13,7 @@ from apiflask import APIFlask
 from flask.testing import FlaskClient
 from werkzeug.test import Client
 
-from tests.api.conftest import shortcut_of
+from tests.api.conftest import hot_paths_of
 from tests.api.test_observability import LogLines, log_lines, scrape, value  # noqa: F401
 from tests.conftest import Account
 
@@ -55,7 +55,7 @@ def test_an_update_is_answered_before_flask_exactly_as_flask_answers_it(
 
     direct = client.put(f"/task/{direct_id}", json=body, headers=headers)
     assert flask_dispatches == []
-    through_flask = Client(shortcut_of(app).next_app).put(
+    through_flask = Client(hot_paths_of(app).next_app).put(
         f"/task/{flask_id}", json=body, headers=headers
     )
 

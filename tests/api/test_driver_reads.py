@@ -1,4 +1,4 @@
-"""`GET /task/<id>` misses answered by the cache shortcut (app.api.cache_shortcut) with a read on
+"""`GET /task/<id>` misses answered by the hot-path middleware (app.api.hot_paths) with a read on
 the driver's cursor (app.repositories.driver_reads): the very answer Flask's view gives, for every
 role and task state; what the view answers otherwise (404) stays Flask's; the row read is the row
 SQLAlchemy reads; the read runs in autocommit and a failed connection leaves the pool."""
@@ -21,7 +21,7 @@ from app.cache.store import task_generation
 from app.extensions import db
 from app.models import Task
 from app.repositories.tasks import TaskScope, _visible_task_row_statement, visible_task_row
-from tests.api.conftest import shortcut_of
+from tests.api.conftest import hot_paths_of
 from tests.api.test_observability import scrape, value
 from tests.conftest import Account
 
@@ -89,7 +89,7 @@ def test_a_miss_is_answered_before_flask_exactly_as_flask_answers_it(
     client.get("/tasks", headers=headers)  # the session is remembered from here on
     path = f"/task/{tasks[task]}"
     forget(app, tasks[task])
-    through_flask = Client(shortcut_of(app).next_app).get(path, headers=headers)
+    through_flask = Client(hot_paths_of(app).next_app).get(path, headers=headers)
     forget(app, tasks[task])
     flask_dispatches.clear()
 

@@ -36,8 +36,8 @@ from werkzeug.routing import MapAdapter, Rule
 from werkzeug.wrappers import Request
 
 from app.api.caching import CACHE_GENERATIONS, PREFETCHED, cache_plan, direct_answer, prefetch
-from app.api.direct_writes import DIRECT_WRITE, if_match_tags_of, json_body, written_answer
-from app.api.http import security_headers
+from app.api.direct_writes import DIRECT_WRITE, json_body, written_answer
+from app.api.http import if_match_tags_of, security_headers
 from app.api.json_provider import json_answer
 from app.auth.session_memory import SessionMemory
 from app.auth.tokens import AccessClaims, VerifiedTokens
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 
-class CacheShortcut:
+class HotPaths:
     def __init__(self, app: Flask, next_app: WSGIApplication) -> None:
         self.app = app
         self.next_app = next_app
@@ -83,7 +83,7 @@ class CacheShortcut:
                 environ.pop(PREFETCHED, None)
                 answer = None
             except Exception:  # Flask answers instead, with its error handling if it fails too
-                log.exception("the shortcut failed; answering through Flask")
+                log.exception("the hot path failed; answering through Flask")
                 environ.pop(PREFETCHED, None)
                 answer = None
             if answer is not None:
@@ -217,5 +217,5 @@ _STATUS_LINES = {200: "200 OK", 304: "304 NOT MODIFIED"}
 Answer = tuple[str, list[tuple[str, str]], bytes]
 
 
-def install_cache_shortcut(app: Flask) -> None:
-    app.wsgi_app = CacheShortcut(app, app.wsgi_app)  # type: ignore[method-assign]
+def install_hot_paths(app: Flask) -> None:
+    app.wsgi_app = HotPaths(app, app.wsgi_app)  # type: ignore[method-assign]

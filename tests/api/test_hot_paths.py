@@ -1,6 +1,6 @@
-"""Cache hits answered in front of Flask (app.api.cache_shortcut): the same answer, headers, log
-line and metrics as a hit served through Flask, and Flask keeps everything the shortcut does not
-know how to answer."""
+"""Cache hits answered in front of Flask (app.api.hot_paths): the same answer, headers, log
+line and metrics as a hit served through Flask, and Flask keeps everything the hot-path
+middleware does not know how to answer."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from werkzeug.test import Client, TestResponse
 
 from app.models.types import MAX_ID
 from app.observability.logging import USER_ID_ENVIRON
-from tests.api.conftest import shortcut_of
+from tests.api.conftest import hot_paths_of
 from tests.api.test_observability import LogLines, log_lines, scrape, value  # noqa: F401
 from tests.conftest import Account
 from tests.conftest import test_settings as settings_for
@@ -54,24 +54,24 @@ def test_a_remembered_callers_hit_is_answered_before_flask(
     assert environs[0][USER_ID_ENVIRON] == alice.id  # for gunicorn's access line
 
 
-def test_a_shortcut_hit_carries_the_headers_a_flask_hit_does(
+def test_a_hot_path_hit_carries_the_headers_a_flask_hit_does(
     app: APIFlask, client: FlaskClient, alice: Account, login: Login
 ) -> None:
-    headers = {**login(alice), "X-Request-ID": "shortcut-1"}
+    headers = {**login(alice), "X-Request-ID": "hot-path-1"}
     client.post("/task", json={"task_name": "t"}, headers=headers)
     client.get("/tasks", headers=headers)  # cached
 
-    through_flask = Client(shortcut_of(app).next_app).get("/tasks", headers=headers)
-    shortcut = client.get("/tasks", headers=headers)
+    through_flask = Client(hot_paths_of(app).next_app).get("/tasks", headers=headers)
+    answered_early = client.get("/tasks", headers=headers)
 
-    assert through_flask.headers["X-Cache"] == shortcut.headers["X-Cache"] == "HIT"
-    assert set(shortcut.headers.keys()) == set(through_flask.headers.keys())
+    assert through_flask.headers["X-Cache"] == answered_early.headers["X-Cache"] == "HIT"
+    assert set(answered_early.headers.keys()) == set(through_flask.headers.keys())
     for name, flask_value in through_flask.headers.items():
-        assert shortcut.headers[name] == flask_value, name
-    assert shortcut.get_data() == through_flask.get_data()
+        assert answered_early.headers[name] == flask_value, name
+    assert answered_early.get_data() == through_flask.get_data()
 
 
-def test_if_none_match_answers_304_from_the_shortcut(
+def test_if_none_match_answers_304_from_the_hot_paths(
     client: FlaskClient, alice: Account, login: Login, flask_dispatches: list[str]
 ) -> None:
     headers = login(alice)
@@ -85,7 +85,7 @@ def test_if_none_match_answers_304_from_the_shortcut(
     assert not_modified.headers["ETag"] == etag and not_modified.get_data() == b""
 
 
-def test_a_shortcut_hit_is_logged_and_counted(
+def test_a_hot_path_hit_is_logged_and_counted(
     app: APIFlask,
     alice: Account,
     log_lines: LogLines,  # noqa: F811
@@ -109,7 +109,7 @@ def test_a_shortcut_hit_is_logged_and_counted(
     assert line["user_id"] == alice.id and line["latency_ms"] >= 0
 
 
-def test_flask_answers_what_the_shortcut_does_not_know(
+def test_flask_answers_what_the_hot_paths_does_not_know(
     client: FlaskClient, alice: Account, login: Login, flask_dispatches: list[str]
 ) -> None:
     headers = login(alice)
@@ -133,12 +133,12 @@ def test_flask_answers_what_the_shortcut_does_not_know(
     ],
     ids=["cors", "default-rate-limit"],
 )
-def test_the_shortcut_is_off_where_flask_hooks_must_see_every_request(
+def test_the_hot_paths_is_off_where_flask_hooks_must_see_every_request(
     app: APIFlask, overrides: dict[str, Any]
 ) -> None:
     settings = settings_for(app.config["SQLALCHEMY_DATABASE_URI"], **overrides)
     with side_app(settings) as application:
-        assert shortcut_of(application).enabled is False
+        assert hot_paths_of(application).enabled is False
 
 
 def test_a_default_rate_limit_counts_cached_reads_too(app: APIFlask, alice: Account) -> None:
@@ -155,7 +155,7 @@ def test_a_default_rate_limit_counts_cached_reads_too(app: APIFlask, alice: Acco
         assert statuses[:3] == [200, 200, 200] and statuses[3] == 429
 
 
-def test_a_request_the_shortcut_read_for_but_missed_reads_nothing_twice(
+def test_a_request_the_hot_paths_read_for_but_missed_reads_nothing_twice(
     app: APIFlask, alice: Account, login: Login, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A miss is handed to Flask with the answer and counters already read: one lookup."""
@@ -178,7 +178,7 @@ def test_a_request_the_shortcut_read_for_but_missed_reads_nothing_twice(
     assert len([p for p in lookups if not p.startswith("count:")]) == 1
 
 
-def test_a_failing_shortcut_leaves_the_answer_to_flask(
+def test_a_failing_hot_path_leaves_the_answer_to_flask(
     client: FlaskClient, alice: Account, login: Login, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     headers = login(alice)
@@ -187,7 +187,7 @@ def test_a_failing_shortcut_leaves_the_answer_to_flask(
     def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("app.api.cache_shortcut.prefetch", broken)
+    monkeypatch.setattr("app.api.hot_paths.prefetch", broken)
     answer = client.get("/tasks", headers=headers)
 
     assert answer.status_code == 200 and answer.get_data() == expected.get_data()
