@@ -13,6 +13,7 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Date,
+    Insert,
     Integer,
     Select,
     Subquery,
@@ -27,7 +28,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
 from app.models import Task, TaskAuditEntry, TaskPriority, TaskStatus
@@ -106,18 +106,17 @@ def _bound_owner(owned: bool) -> BindParameter[int] | None:
 
 
 @functools.cache
-def _visible_task_statement(owned: bool, include_deleted: bool, for_update: bool) -> Select[Any]:
+def _visible_task_statement(owned: bool, include_deleted: bool) -> Select[Any]:
     """`get_visible_task`'s statement, built once per shape with its values bound at execution:
     building a statement and computing its cache key cost more than running it."""
-    stmt = select(Task).where(
+    return select(Task).where(
         Task.id == bindparam("task_id"), *_scope_conditions(include_deleted, _bound_owner(owned))
     )
-    return stmt.with_for_update() if for_update else stmt
 
 
-def get_visible_task(task_id: int, scope: TaskScope, *, for_update: bool = False) -> Task | None:
+def get_visible_task(task_id: int, scope: TaskScope) -> Task | None:
     owned = scope.owner_id is not None
-    stmt = _visible_task_statement(owned, scope.include_deleted, for_update)
+    stmt = _visible_task_statement(owned, scope.include_deleted)
     params = {"task_id": task_id, "owner_id": scope.owner_id} if owned else {"task_id": task_id}
     task: Task | None = db.session.scalar(stmt, params)
     return task
@@ -326,13 +325,15 @@ def add_audit_entry(values: dict[str, Any]) -> None:
     db.session.execute(insert(table), values)
 
 
-# Execution option of `write_task`'s UPDATE: (task id, the users who see the task before and
-# after it), for app.cache.invalidation, which bumps exactly the answers that could contain it.
+# Execution option of `write_task_row`'s statement: (task id, the users who see the task before
+# and after it), for app.cache.invalidation, which bumps exactly the answers that could contain it.
 TASK_WRITTEN = "task_written"
+_AUDIT_FIELDS = ("actor_id", "action", "changes", "created_at")  # an audit row's, task_id aside
 
 
 @functools.cache
 def _task_write_statement(columns: tuple[str, ...]) -> Update:
+    """UPDATE of those columns (and the version) of the task `:task_id` at `:old_version`."""
     table: Table = Task.__table__  # type: ignore[assignment]
     return (
         update(table)
@@ -344,24 +345,69 @@ def _task_write_statement(columns: tuple[str, ...]) -> Update:
     )
 
 
-def write_task(task: Task, values: dict[str, Any]) -> bool:
-    """UPDATE the task's row to `values` and its next version, if it is still at the version it
-    was loaded with (else False: a concurrent write got in first). The loaded object takes the
-    written values as its state, so it answers as written without a flush or a read-back."""
-    owners_before = {task.created_by_id, task.assigned_user_id}
-    params = {f"new_{name}": value for name, value in values.items()}
-    params.update(task_id=task.id, old_version=task.version, new_version=task.version + 1)
-    owners = owners_before | {values.get("assigned_user_id", task.assigned_user_id)}
-    result = db.session.execute(
-        _task_write_statement(tuple(sorted(values))),
-        params,
-        execution_options={TASK_WRITTEN: (task.id, tuple(owners))},
+@functools.cache
+def _task_and_audit_write_statement(columns: tuple[str, ...]) -> Insert:
+    """`_task_write_statement` and the audit row of the change, in one statement (PostgreSQL's
+    data-modifying CTE): the audit row is inserted if, and only if, the task's row was updated."""
+    audit: Table = TaskAuditEntry.__table__  # type: ignore[assignment]
+    written = _task_write_statement(columns).returning(Task.__table__.c.id).cte("written")
+    # Prefixed: a parameter named like a column of the updated table would be SET on it too.
+    entry = [bindparam(f"audit_{name}", type_=audit.c[name].type) for name in _AUDIT_FIELDS]
+    return (
+        insert(audit)
+        .from_select(["task_id", *_AUDIT_FIELDS], select(written.c.id, *entry).select_from(written))
+        .returning(audit.c.task_id)  # an INSERT's rowcount is not kept: a row says it was done
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    for name, value in {**values, "version": task.version + 1}.items():
-        set_committed_value(task, name, value)
-    return True
+
+
+@functools.cache
+def _locked_task_row_statement(owned: bool, include_deleted: bool) -> Select[Any]:
+    return _visible_task_row_statement(owned, include_deleted).with_for_update()
+
+
+def task_row_for_write(task_id: int, scope: TaskScope, *, locked: bool) -> dict[str, Any] | None:
+    """The visible task's column values to decide a write on: read without a lock (as
+    `visible_task_row`), or with its row locked in the session's transaction until it ends."""
+    if not locked:
+        return visible_task_row(task_id, scope)
+    owned = scope.owner_id is not None
+    params = {"task_id": task_id, "owner_id": scope.owner_id} if owned else {"task_id": task_id}
+    row = db.session.execute(_locked_task_row_statement(owned, scope.include_deleted), params)
+    found = row.mappings().first()
+    return dict(found) if found is not None else None
+
+
+def write_task_row(
+    task: dict[str, Any], values: dict[str, Any], audit: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Write `values` to the task's row, its version moved on, with the audit row of the change
+    (`audit`: its fields but the task's id), if the row is still at the version `task` (its
+    column values) was read at; the task as written, or None if a concurrent write got in first.
+
+    On PostgreSQL this is one statement, and one that stands alone: on a session that has not
+    begun a transaction yet, it runs in autocommit (no BEGIN and COMMIT round trips; the
+    session's commit still runs its hooks). SQLite has no data-modifying CTE: there the UPDATE
+    and the INSERT run in the session's transaction."""
+    params = {f"new_{name}": value for name, value in values.items()}
+    params.update(task_id=task["id"], old_version=task["version"], new_version=task["version"] + 1)
+    owners = {task["created_by_id"], task["assigned_user_id"]}
+    owners.add(values.get("assigned_user_id", task["assigned_user_id"]))
+    written = {TASK_WRITTEN: (task["id"], tuple(owners))}
+    columns = tuple(sorted(values))
+    session = db.session()
+    if db.engine.dialect.name == "postgresql":
+        if not session.in_transaction():
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        both = _task_and_audit_write_statement(columns)
+        params.update({f"audit_{name}": value for name, value in audit.items()})
+        done = session.execute(both, params, execution_options=written).first() is not None
+    else:
+        update_only = _task_write_statement(columns)
+        result = session.execute(update_only, params, execution_options=written)
+        done = result.rowcount == 1  # type: ignore[attr-defined]
+        if done:
+            add_audit_entry({"task_id": task["id"], **audit})
+    return {**task, **values, "version": task["version"] + 1} if done else None
 
 
 def page_audit_entries(task_id: int, page: int, per_page: int) -> Pagination:

@@ -54,27 +54,32 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _audit_entry(actor: Actor, action: AuditAction, changes: dict[str, Any]) -> dict[str, Any]:
+    """An audit row's fields, the task's id aside (app.repositories.tasks.write_task_row)."""
+    return {"actor_id": actor.id, "action": action, "changes": changes, "created_at": utcnow()}
+
+
 def _audit(task: Task, actor: Actor, action: AuditAction, changes: dict[str, Any]) -> None:
-    task_repo.add_audit_entry(
-        {
-            "task_id": task.id,
-            "actor_id": actor.id,
-            "action": action,
-            "changes": changes,
-            "created_at": utcnow(),
-        }
-    )
+    task_repo.add_audit_entry({"task_id": task.id, **_audit_entry(actor, action, changes)})
 
 
-def _write(task: Task, values: dict[str, Any], if_match: Collection[str] | None) -> None:
-    """Write `values` to the task (its version moves on), or fail as a lost race: a concurrent
-    write that got in first becomes a 412 when the client asked for a precondition, else a
-    409 to retry."""
-    if not task_repo.write_task(task, values):
+def _write_locked(
+    task: dict[str, Any],
+    values: dict[str, Any],
+    audit: dict[str, Any],
+    if_match: Collection[str] | None,
+) -> dict[str, Any]:
+    """Write `values` and the audit row to a task read with its row locked, and commit. Only a
+    backend without row locks (SQLite) can have lost a race here: a 412 for a client that asked
+    for a precondition, else a 409 to retry."""
+    written = task_repo.write_task_row(task, values, audit)
+    if written is None:
         db.session.rollback()
         if if_match is not None:
             raise PreconditionFailed("the task has changed since it was read")
         raise Conflict("the task was changed by a concurrent request; retry")
+    db.session.commit()
+    return written
 
 
 def _check_assignee(actor: Actor, assigned_user_id: int | None) -> None:
@@ -145,7 +150,7 @@ def version_tag(task: Task | Mapping[str, Any]) -> str:
     return f"task-{task['id']}-v{task['version']}"
 
 
-def _check_precondition(task: Task, if_match: Collection[str] | None) -> None:
+def _check_precondition(task: Mapping[str, Any], if_match: Collection[str] | None) -> None:
     """`If-Match`: proceed only if the client's tag is the task's current one (or `*`)."""
     if if_match is not None and "*" not in if_match and version_tag(task) not in if_match:
         raise PreconditionFailed("the task has changed since it was read; fetch it again")
@@ -165,62 +170,81 @@ def _commit_answered() -> None:
 
 def update_task(
     actor: Actor, task_id: int, changes: dict[str, Any], if_match: Collection[str] | None = None
-) -> Task:
+) -> dict[str, Any]:
     """Apply a partial update: only the given fields change, and only real changes are audited.
-    With `if_match`, only if the task is still at one of those versions."""
+    With `if_match`, only if the task is still at one of those versions. The task as written.
+
+    Optimistic first: the task is read without a lock and written only if it is still at the
+    version read (on PostgreSQL in one statement with its audit row: two round trips in all).
+    If another write got in between, a client's `If-Match` no longer holds (412); without one,
+    the update is decided again on the task read with its row locked, so concurrent updates
+    all apply, one after the other."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidInput("unknown fields", errors={name: ["cannot be set"] for name in unknown})
-    task = task_repo.get_visible_task(task_id, scope_for(actor, with_deleted=True), for_update=True)
-    if task is None:
-        raise NotFound(TASK_NOT_FOUND)
-    _check_precondition(task, if_match)
-    if task.deleted_at is not None:  # only admins get here: they see deleted tasks
-        raise Conflict("task is deleted; restore it before changing it")
-    if "assigned_user_id" in changes and changes["assigned_user_id"] != task.assigned_user_id:
-        _check_assignee(actor, changes["assigned_user_id"])
-    diff: dict[str, Any] = {}
-    values: dict[str, Any] = {}
-    for name, new_value in changes.items():
-        old_value = getattr(task, name)
-        if old_value != new_value:
-            diff[name] = {"old": _json_value(old_value), "new": _json_value(new_value)}
-            values[name] = new_value
-    if diff:
-        _write(task, {**values, "updated_at": utcnow()}, if_match)
-        _audit(task, actor, AuditAction.UPDATED, diff)
-    _commit_answered()
-    return task
+    scope = scope_for(actor, with_deleted=True)
+    for locked in (False, True):
+        task = task_repo.task_row_for_write(task_id, scope, locked=locked)
+        if task is None:
+            raise NotFound(TASK_NOT_FOUND)
+        _check_precondition(task, if_match)
+        if task["deleted_at"] is not None:  # only admins get here: they see deleted tasks
+            raise Conflict("task is deleted; restore it before changing it")
+        new_assignee = changes.get("assigned_user_id", task["assigned_user_id"])
+        if new_assignee != task["assigned_user_id"]:
+            _check_assignee(actor, new_assignee)
+        diff: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        for name, new_value in changes.items():
+            if task[name] != new_value:
+                diff[name] = {"old": _json_value(task[name]), "new": _json_value(new_value)}
+                values[name] = new_value
+        if not diff:
+            db.session.commit()  # ends the lock, if any
+            return task
+        values["updated_at"] = utcnow()
+        audit = _audit_entry(actor, AuditAction.UPDATED, diff)
+        if locked:
+            return _write_locked(task, values, audit, if_match)
+        written = task_repo.write_task_row(task, values, audit)
+        if written is not None:
+            db.session.commit()
+            return written
+        db.session.rollback()
+        if if_match is not None:
+            raise PreconditionFailed("the task has changed since it was read; fetch it again")
+    raise AssertionError("unreachable: the locked attempt returns or raises")
 
 
 def soft_delete_task(actor: Actor, task_id: int, if_match: Collection[str] | None = None) -> None:
     """Moderators and admins soft-delete. A `user` gets 403 on a task it can see (no existence
     leak for the others: 404)."""
-    task = task_repo.get_visible_task(task_id, scope_for(actor, with_deleted=True), for_update=True)
+    scope = scope_for(actor, with_deleted=True)
+    task = task_repo.task_row_for_write(task_id, scope, locked=True)
     if task is None:
         raise NotFound(TASK_NOT_FOUND)
     if actor.role == Role.USER:
         raise PermissionDenied("only moderators and admins can delete tasks")
     _check_precondition(task, if_match)
-    if task.deleted_at is not None:
+    if task["deleted_at"] is not None:
         raise Conflict("task is already deleted")
     now = utcnow()
-    _write(task, {"deleted_at": now, "updated_at": now}, if_match)
-    _audit(task, actor, AuditAction.DELETED, {"deleted_at": {"old": None, "new": now.isoformat()}})
-    _commit_answered()
+    changes = {"deleted_at": {"old": None, "new": now.isoformat()}}
+    audit = _audit_entry(actor, AuditAction.DELETED, changes)
+    _write_locked(task, {"deleted_at": now, "updated_at": now}, audit, if_match)
 
 
-def restore_task(actor: Actor, task_id: int) -> Task:
-    task = task_repo.get_visible_task(task_id, scope_for(actor, with_deleted=True), for_update=True)
+def restore_task(actor: Actor, task_id: int) -> dict[str, Any]:
+    scope = scope_for(actor, with_deleted=True)
+    task = task_repo.task_row_for_write(task_id, scope, locked=True)
     if task is None:
         raise NotFound(TASK_NOT_FOUND)
-    if task.deleted_at is None:
+    old = task["deleted_at"]
+    if old is None:
         raise Conflict("task is not deleted")
-    old = task.deleted_at
-    _write(task, {"deleted_at": None, "updated_at": utcnow()}, None)
-    _audit(task, actor, AuditAction.RESTORED, {"deleted_at": {"old": old.isoformat(), "new": None}})
-    _commit_answered()
-    return task
+    changes = {"deleted_at": {"old": old.isoformat(), "new": None}}
+    audit = _audit_entry(actor, AuditAction.RESTORED, changes)
+    return _write_locked(task, {"deleted_at": None, "updated_at": utcnow()}, audit, None)
 
 
 def purge_task(actor: Actor, task_id: int) -> None:
