@@ -8,7 +8,7 @@ import sqlite3
 import time
 from typing import Any
 
-from flask import Flask
+from flask import Flask, g, has_app_context
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError, OperationalError
@@ -30,7 +30,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-READ_ONLY = "read_only"  # Session.info flag: this session only reads (see `read_in_autocommit`)
+READ_ONLY = "read_only"  # flask.g flag: the app context's session only reads (`read_only_session`)
 _LAST_USED = "last_used"  # connection record info: time.monotonic() of its last check-in
 
 
@@ -63,13 +63,28 @@ def install_connection_rules(app: Flask, ping_idle_seconds: float) -> None:
             dbapi_connection.autocommit = False
 
 
+def read_only_session() -> None:
+    """Flag the app context's session as read-only (see `read_in_autocommit`). The flag lives on
+    the app context, not the session, so that flagging creates no session: a request that
+    turns out to need none (a read on the driver's cursor, a cache hit) never builds one."""
+    setattr(g, READ_ONLY, True)
+
+
+def end_read_only_session() -> None:
+    """Unflag the app context's session and give its connection back now (it leaves autocommit
+    on check-in), so that work done later in the same app context (tests, CLI) gets a
+    transaction again."""
+    if g.pop(READ_ONLY, False) and db.session.registry.has():
+        db.session.close()
+
+
 @event.listens_for(Session, "after_begin")
 def read_in_autocommit(session: Session, _transaction: Any, connection: Connection) -> None:
-    """A session flagged read-only (GET requests) runs its statements in autocommit: no BEGIN
-    and no ROLLBACK round trips around its queries. Each statement still sees a consistent
-    snapshot of its own. Set before the first statement, while the connection is idle; the
-    check-in above turns it off again."""
-    if not session.info.get(READ_ONLY) or connection.dialect.name != "postgresql":
+    """The session of an app context flagged read-only (GET requests) runs its statements in
+    autocommit: no BEGIN and no ROLLBACK round trips around its queries. Each statement still
+    sees a consistent snapshot of its own. Set before the first statement, while the connection
+    is idle; the check-in above turns it off again."""
+    if connection.dialect.name != "postgresql" or not (has_app_context() and g.get(READ_ONLY)):
         return
     dbapi_connection = connection.connection.dbapi_connection
     if dbapi_connection is not None and not dbapi_connection.autocommit:

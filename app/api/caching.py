@@ -23,8 +23,8 @@ from app.api.json_provider import json_answer
 from app.auth.tokens import AccessClaims
 from app.cache.invalidation import STAFF_SCOPE, current_cache, user_scope
 from app.cache.store import Lookup, ResponseCache, scope_generation
-from app.database import READ_ONLY
-from app.extensions import db, token_auth
+from app.database import read_only_session
+from app.extensions import token_auth
 from app.models import Role
 from app.services import sessions
 from app.services.actor import Actor
@@ -200,7 +200,7 @@ def direct_answer(
     direct: Direct | None = getattr(view, CACHE_DIRECT, None)
     if direct is None:
         return None
-    db.session.info[READ_ONLY] = True
+    read_only_session()
     try:
         answered = direct(actor, args, base_url, **view_args)
     except (ValidationError, DomainError):

@@ -10,8 +10,7 @@ from flask_cors import CORS
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 from werkzeug.http import parse_etags
 
-from app.database import READ_ONLY
-from app.extensions import db
+from app.database import end_read_only_session, read_only_session
 from app.models.types import MAX_ID
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -60,14 +59,11 @@ def require_json_content_type() -> None:
 def reads_only() -> None:
     """GET and HEAD change nothing: their database session reads without a transaction."""
     if request.method in READ_METHODS:
-        db.session.info[READ_ONLY] = True
+        read_only_session()
 
 
 def end_reads_only(_error: BaseException | None) -> None:
-    """Give the read-only session's connection back now (it leaves autocommit on check-in), so
-    that work done later in the same app context (tests, CLI) gets a transaction again."""
-    if db.session.registry.has() and db.session.info.pop(READ_ONLY, False):
-        db.session.close()
+    end_read_only_session()
 
 
 def refuse_impossible_ids(_endpoint: str | None, values: dict[str, Any] | None) -> None:

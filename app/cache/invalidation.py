@@ -8,10 +8,11 @@ daily loader's INSERT ... SELECT, bulk imports) bump their own generations.
 The same hooks guard what processes remember of verified sessions (app.auth.session_memory): a
 change to a user's role or active flag, a deleted user, or a revoked token family bumps that
 user's auth generation. A bulk UPDATE or DELETE of users or families names the user it is about
-with the execution option `sessions_of_user`; one that does not bumps everything. A write of a
+with the execution option `sessions_of_user`; one that does not bumps everything. An UPDATE of a
 task's row that does not go through the ORM object (app.repositories.tasks.write_task_row)
 names the task and its owners with `task_written`; any other UPDATE or DELETE of tasks bumps
-everything.
+everything. A write outside the session (app.repositories.tasks.write_task_row_at_once) is
+invalidated by its caller.
 """
 
 from __future__ import annotations
@@ -114,18 +115,15 @@ def _collect(session: Session, _flush: UOWTransaction) -> None:
 
 @event.listens_for(Session, "do_orm_execute")
 def _collect_bulk(state: ORMExecuteState) -> None:
-    written: tuple[int, Iterable[int | None]] | None = state.execution_options.get(TASK_WRITTEN)
-    if written is not None:  # one task's row, by its id (app.repositories.tasks.write_task_row)
-        # Whatever the statement's kind: on PostgreSQL it is the audit row's INSERT, whose CTE
-        # updates the task.
-        state.session.info.setdefault(PENDING_KEY, set()).update(task_generations(*written))
-        return
     if not (state.is_update or state.is_delete):
         return
     classes = {mapper.class_ for mapper in state.all_mappers}
     pending: set[str] = state.session.info.setdefault(PENDING_KEY, set())
+    written: tuple[int, Iterable[int | None]] | None = state.execution_options.get(TASK_WRITTEN)
+    if written is not None:  # one task's row, by its id (app.repositories.tasks.write_task_row)
+        pending.update(task_generations(*written))
     # Any other UPDATE/DELETE of tasks (not through objects) may touch any task: bump everything.
-    if Task in classes or getattr(state.statement, "table", None) is Task.__table__:
+    elif Task in classes or getattr(state.statement, "table", None) is Task.__table__:
         pending.add(GLOBAL_GENERATION)
     if classes & {User, TokenFamily}:
         user_id = state.execution_options.get(SESSIONS_OF_USER)

@@ -32,7 +32,7 @@ from app.models import Task, TaskStatus
 from app.models.enums import LoaderRunState
 from app.models.task_log import LoaderChunk, LoaderRun, TaskLogEntry
 from app.models.types import UTCDateTime
-from app.repositories.driver_reads import fetch_all
+from app.repositories.driver_cursor import fetch_all
 from app.repositories.tasks import (
     TaskFilters,
     TaskScope,
@@ -515,7 +515,7 @@ def log_page_rows(
 ) -> list[tuple[dict[str, Any], dict[str, Any]]] | None:
     """Entries `offset` to `offset + limit` of the date view for `log_date`, in the task list's
     order, as (the task's columns, its snapshot's fields) pairs: one query on task_logger's index
-    (`_log_page`), read on the driver's cursor (app.repositories.driver_reads: no ORM objects to
+    (`_log_page`), read on the driver's cursor (app.repositories.driver_cursor: no ORM objects to
     build for a page that is serialised at once); None when the question needs the join path
     (`log_entries_for_date`)."""
     if not answerable_from_log(scope, filters):

@@ -13,7 +13,6 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Date,
-    Insert,
     Integer,
     Select,
     Subquery,
@@ -28,11 +27,12 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.sql.dml import ReturningInsert
 
 from app.extensions import db
 from app.models import Task, TaskAuditEntry, TaskPriority, TaskStatus
 from app.models.enums import PRIORITY_ORDER
-from app.repositories.driver_reads import fetch_all, fetch_one
+from app.repositories.driver_cursor import fetch_all, fetch_one
 
 # Every id column is a 32-bit INTEGER: a larger id matches no row, and binding one overflows the
 # driver (SQLite) or the column type (PostgreSQL), so such ids are answered without a query.
@@ -131,7 +131,7 @@ def _visible_task_row_statement(owned: bool, include_deleted: bool) -> Select[An
 
 def visible_task_row(task_id: int, scope: TaskScope) -> dict[str, Any] | None:
     """`get_visible_task`'s task as its column values, read on the driver's cursor instead of
-    the ORM session (app.repositories.driver_reads): for the hot-path middleware's misses, where
+    the ORM session (app.repositories.driver_cursor): for the hot-path middleware's misses, where
     the session's and SQLAlchemy's per-statement work cost more than the query."""
     owned = scope.owner_id is not None
     stmt = _visible_task_row_statement(owned, scope.include_deleted)
@@ -346,7 +346,7 @@ def _task_write_statement(columns: tuple[str, ...]) -> Update:
 
 
 @functools.cache
-def _task_and_audit_write_statement(columns: tuple[str, ...]) -> Insert:
+def _task_and_audit_write_statement(columns: tuple[str, ...]) -> ReturningInsert[tuple[int]]:
     """`_task_write_statement` and the audit row of the change, in one statement (PostgreSQL's
     data-modifying CTE): the audit row is inserted if, and only if, the task's row was updated."""
     audit: Table = TaskAuditEntry.__table__  # type: ignore[assignment]
@@ -377,37 +377,59 @@ def task_row_for_write(task_id: int, scope: TaskScope, *, locked: bool) -> dict[
     return dict(found) if found is not None else None
 
 
+def owners_of_write(task: dict[str, Any], values: dict[str, Any]) -> tuple[int | None, ...]:
+    """The users who see the task before or after `values` are written to it."""
+    after = values.get("assigned_user_id", task["assigned_user_id"])
+    return tuple({task["created_by_id"], task["assigned_user_id"], after})
+
+
+def _write_parameters(task: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    params = {f"new_{name}": value for name, value in values.items()}
+    params.update(task_id=task["id"], old_version=task["version"], new_version=task["version"] + 1)
+    return params
+
+
+def _as_written(task: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    return {**task, **values, "version": task["version"] + 1}
+
+
 def write_task_row(
     task: dict[str, Any], values: dict[str, Any], audit: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """Write `values` to the task's row, its version moved on, with the audit row of the change
-    (`audit`: its fields but the task's id), if the row is still at the version `task` (its
-    column values) was read at; the task as written, or None if a concurrent write got in first.
+    """Write `values` to the task's row, its version moved on, and add the audit row of the
+    change (`audit`: its fields but the task's id), in the session's transaction, if the row is
+    still at the version `task` (its column values) was read at; the task as written, or None
+    if a concurrent write got in first. The session's commit invalidates what it wrote
+    (app.cache.invalidation: `task_written`)."""
+    written = {TASK_WRITTEN: (task["id"], owners_of_write(task, values))}
+    statement = _task_write_statement(tuple(sorted(values)))
+    result = db.session.execute(
+        statement, _write_parameters(task, values), execution_options=written
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    add_audit_entry({"task_id": task["id"], **audit})
+    return _as_written(task, values)
 
-    On PostgreSQL this is one statement, and one that stands alone: on a session that has not
-    begun a transaction yet, it runs in autocommit (no BEGIN and COMMIT round trips; the
-    session's commit still runs its hooks). SQLite has no data-modifying CTE: there the UPDATE
-    and the INSERT run in the session's transaction."""
-    params = {f"new_{name}": value for name, value in values.items()}
-    params.update(task_id=task["id"], old_version=task["version"], new_version=task["version"] + 1)
-    owners = {task["created_by_id"], task["assigned_user_id"]}
-    owners.add(values.get("assigned_user_id", task["assigned_user_id"]))
-    written = {TASK_WRITTEN: (task["id"], tuple(owners))}
-    columns = tuple(sorted(values))
-    session = db.session()
-    if db.engine.dialect.name == "postgresql":
-        if not session.in_transaction():
-            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        both = _task_and_audit_write_statement(columns)
-        params.update({f"audit_{name}": value for name, value in audit.items()})
-        done = session.execute(both, params, execution_options=written).first() is not None
-    else:
-        update_only = _task_write_statement(columns)
-        result = session.execute(update_only, params, execution_options=written)
-        done = result.rowcount == 1  # type: ignore[attr-defined]
-        if done:
-            add_audit_entry({"task_id": task["id"], **audit})
-    return {**task, **values, "version": task["version"] + 1} if done else None
+
+def writes_at_once() -> bool:
+    """Whether `write_task_row_at_once` is available: PostgreSQL's data-modifying CTEs."""
+    return db.engine.dialect.name == "postgresql"
+
+
+def write_task_row_at_once(
+    task: dict[str, Any], values: dict[str, Any], audit: dict[str, Any]
+) -> dict[str, Any] | None:
+    """`write_task_row` as one statement on the driver's cursor, committed when it returns (in
+    autocommit: no BEGIN and COMMIT round trips, nor the session's per-statement work). Being
+    outside the session, its hooks do not see it: the caller invalidates what it wrote
+    (`owners_of_write`). PostgreSQL only (`writes_at_once`)."""
+    params = _write_parameters(task, values)
+    params.update({f"audit_{name}": value for name, value in audit.items()})
+    both = _task_and_audit_write_statement(tuple(sorted(values)))
+    if fetch_one(db.engine, both, params) is None:
+        return None
+    return _as_written(task, values)
 
 
 def page_audit_entries(task_id: int, page: int, per_page: int) -> Pagination:

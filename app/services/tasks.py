@@ -10,7 +10,7 @@ from typing import Any
 
 from flask_sqlalchemy.pagination import Pagination
 
-from app.cache.invalidation import list_generations
+from app.cache.invalidation import bump, list_generations, task_generations
 from app.extensions import db
 from app.models import AuditAction, Role, Task, TaskPriority, TaskStatus
 from app.models.types import MAX_ID, utcnow
@@ -79,6 +79,24 @@ def _write_locked(
             raise PreconditionFailed("the task has changed since it was read")
         raise Conflict("the task was changed by a concurrent request; retry")
     db.session.commit()
+    return written
+
+
+def _write_unlocked(
+    task: dict[str, Any], values: dict[str, Any], audit: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Write `values` and the audit row to a task read without a lock, committed when this
+    returns; None (nothing written) if the task has moved on since it was read."""
+    if task_repo.writes_at_once():
+        written = task_repo.write_task_row_at_once(task, values, audit)
+        if written is not None:  # committed outside the session, whose hooks do not see it
+            bump(task_generations(task["id"], task_repo.owners_of_write(task, values)))
+        return written
+    written = task_repo.write_task_row(task, values, audit)
+    if written is None:
+        db.session.rollback()
+    else:
+        db.session.commit()
     return written
 
 
@@ -175,7 +193,8 @@ def update_task(
     With `if_match`, only if the task is still at one of those versions. The task as written.
 
     Optimistic first: the task is read without a lock and written only if it is still at the
-    version read (on PostgreSQL in one statement with its audit row: two round trips in all).
+    version read (on PostgreSQL in one statement with its audit row, in autocommit: two round
+    trips in all).
     If another write got in between, a client's `If-Match` no longer holds (412); without one,
     the update is decided again on the task read with its row locked, so concurrent updates
     all apply, one after the other."""
@@ -206,11 +225,9 @@ def update_task(
         audit = _audit_entry(actor, AuditAction.UPDATED, diff)
         if locked:
             return _write_locked(task, values, audit, if_match)
-        written = task_repo.write_task_row(task, values, audit)
+        written = _write_unlocked(task, values, audit)
         if written is not None:
-            db.session.commit()
             return written
-        db.session.rollback()
         if if_match is not None:
             raise PreconditionFailed("the task has changed since it was read; fetch it again")
     raise AssertionError("unreachable: the locked attempt returns or raises")

@@ -21,7 +21,7 @@ from app.extensions import db
 from app.models import Role, Task, TaskPriority, TaskStatus
 from app.models.types import utcnow
 from app.repositories import task_logs as log_repo
-from app.repositories.driver_reads import compile_for_driver, fetch_all
+from app.repositories.driver_cursor import compile_for_driver, fetch_all
 from app.repositories.tasks import TaskFilters, TaskScope
 from app.services import loader
 from tests.conftest import Account

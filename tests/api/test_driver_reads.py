@@ -1,5 +1,5 @@
 """`GET /task/<id>` misses answered by the hot-path middleware (app.api.hot_paths) with a read on
-the driver's cursor (app.repositories.driver_reads): the very answer Flask's view gives, for every
+the driver's cursor (app.repositories.driver_cursor): the very answer Flask's view gives, for every
 role and task state; what the view answers otherwise (404) stays Flask's; the row read is the row
 SQLAlchemy reads; the read runs in autocommit and a failed connection leaves the pool."""
 

@@ -2,7 +2,7 @@
 still at the version read (app.services.tasks.update_task). A write that gets in between turns a
 client's `If-Match` into a 412 with nothing written; without `If-Match` the update is decided
 again on the task read with its row locked, and applies on top of the other write. On PostgreSQL
-the write and its audit row are one statement, run in autocommit.
+the write and its audit row are one statement, run in autocommit on the driver's cursor.
 
 The write that gets in between is a real one: committed on a connection of its own, after the
 request's first read."""
@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from apiflask import APIFlask
 from flask.testing import FlaskClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 from werkzeug.test import Client
 
 from app.cache.invalidation import bump
@@ -161,34 +162,45 @@ def test_an_update_the_write_in_between_made_moot_writes_nothing_of_its_own(
     assert [e["action"] for e in history(client, headers, task_id)] == ["created"]
 
 
-def test_on_postgresql_an_update_and_its_audit_row_are_one_statement_in_autocommit(
-    app: APIFlask, backend: str, client: FlaskClient, alice: Account, login: Login
+def test_on_postgresql_an_update_is_a_read_and_one_write_in_autocommit(
+    app: APIFlask,
+    backend: str,
+    client: FlaskClient,
+    alice: Account,
+    login: Login,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """What the driver sends for a PUT: the read, then the UPDATE with its audit row in one
+    statement, both in autocommit; no BEGIN, COMMIT or ROLLBACK."""
     if backend != "postgresql":
         pytest.skip("SQLite has no data-modifying CTE: the UPDATE and INSERT run in a transaction")
     headers = remembered(client, login, alice)
     task_id = new_task(client, headers)
-    executed: list[tuple[str, bool]] = []
+    sent: list[tuple[str, str]] = []
+    execute, command = psycopg.Cursor.execute, psycopg.Connection._exec_command
 
-    def record(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        executed.append((statement, connection.connection.dbapi_connection.autocommit))
+    def recorded_execute(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        mode = "autocommit" if cursor.connection.autocommit else "in a transaction"
+        sent.append((mode, str(query).split()[0]))
+        return execute(cursor, query, *args, **kwargs)
 
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        for path in PATHS:
-            response = put(app, client, path)(
-                f"/task/{task_id}", json={"description": path}, headers=headers
-            )
-            assert response.status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    def recorded_command(connection: Any, sql: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(("command", bytes(sql).decode() if isinstance(sql, bytes) else str(sql)))
+        return command(connection, sql, *args, **kwargs)
 
-    # The task is read on the driver's cursor (no SQLAlchemy statement event): what remains is
-    # the write, once per request, on a connection in autocommit (no BEGIN, no COMMIT).
-    writes = [(statement.split()[0], autocommit) for statement, autocommit in executed]
-    assert writes == [("WITH", True), ("WITH", True)], executed
+    monkeypatch.setattr(psycopg.Cursor, "execute", recorded_execute)
+    monkeypatch.setattr(psycopg.Connection, "_exec_command", recorded_command)
+    for path in PATHS:
+        cached = client.get(f"/task/{task_id}", headers=headers)  # to go stale
+        assert cached.status_code == 200 and cached.json["description"] != path
+        sent.clear()
+        response = put(app, client, path)(
+            f"/task/{task_id}", json={"description": path}, headers=headers
+        )
+        assert response.status_code == 200
+        assert sent == [("autocommit", "SELECT"), ("autocommit", "WITH")], (path, sent)
+        # Written outside the session, the update still made the cached answer stale.
+        assert client.get(f"/task/{task_id}", headers=headers).json["description"] == path
     assert [e["action"] for e in history(client, headers, task_id)] == [
         "updated",
         "updated",

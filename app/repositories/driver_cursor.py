@@ -1,11 +1,13 @@
-"""Reads run on the driver's own cursor, below SQLAlchemy's execution layer.
+"""Statements run on the driver's own cursor, below SQLAlchemy's execution layer.
 
-For the hot reads whose every cache miss costs a query (`GET /task/<id>` answered by
-app.api.hot_paths, a page of the date view), SQLAlchemy's per-statement work (execution
-context, result metadata built from the cursor's description, result objects) costs about twice
-the driver's own work. The statement is still a SQLAlchemy `Select`, compiled once per dialect;
-its parameters and results go through the column types' own bind and result processors, so the
-values are those a Core query returns (tests compare the two on both backends).
+For the hot requests whose every one costs a statement (`GET /task/<id>` and the list pages
+answered by app.api.hot_paths on a miss, the write of `PUT /task/<id>`), SQLAlchemy's
+per-statement work (execution context, result metadata built from the cursor's description,
+result objects) costs about twice the driver's own work. The statement is still SQLAlchemy's (a
+`Select`, or a DML statement with RETURNING), compiled once per dialect; its parameters and
+results go through the column types' own bind and result processors, so the values are those a
+Core query returns (tests compare the two on both backends). Each statement runs in autocommit
+on PostgreSQL: it stands alone.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from typing import Any
 from sqlalchemy import Engine, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.dml import ReturningInsert
 
 Processor = Callable[[Any], Any] | None
+# What runs here: a query, or a write that says what it wrote (RETURNING).
+Statement = Select[Any] | ReturningInsert[Any]
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class DriverStatement:
 
 
 @functools.cache
-def compile_for_driver(statement: Select[Any], dialect: Dialect) -> DriverStatement:
+def compile_for_driver(statement: Statement, dialect: Dialect) -> DriverStatement:
     """`statement` (built once and kept, e.g. by functools.cache: it is the cache key here) as
     the driver's SQL with the processors of its parameter and column types."""
     compiled = statement.compile(dialect=dialect)
@@ -68,16 +73,16 @@ def compile_for_driver(statement: Select[Any], dialect: Dialect) -> DriverStatem
             for name in dict.fromkeys(names)
         },
         bound_values={name: bind.value for name, bind in binds.items() if not bind.required},
-        keys=tuple(str(column.key) for column in statement.selected_columns),
+        keys=tuple(str(column.key) for column in statement.exported_columns),
         result_processors=tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in statement.selected_columns
+            for column in statement.exported_columns
         ),
     )
 
 
 def fetch_all(
-    engine: Engine, statement: Select[Any], values: Mapping[str, Any], limit: int | None = None
+    engine: Engine, statement: Statement, values: Mapping[str, Any], limit: int | None = None
 ) -> list[dict[str, Any]]:
     """The rows of `statement` (the first `limit` of them) as {column key: value}, on a pooled
     connection: in autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips; app.database's
@@ -108,7 +113,7 @@ def fetch_all(
 
 
 def fetch_one(
-    engine: Engine, statement: Select[Any], values: Mapping[str, Any]
+    engine: Engine, statement: Statement, values: Mapping[str, Any]
 ) -> dict[str, Any] | None:
     """The first row of `statement` (see `fetch_all`), None if it has none."""
     rows = fetch_all(engine, statement, values, limit=1)
