@@ -195,9 +195,9 @@ def update_task(
     Optimistic first: the task is read without a lock and written only if it is still at the
     version read (on PostgreSQL in one statement with its audit row, in autocommit: two round
     trips in all).
-    If another write got in between, a client's `If-Match` no longer holds (412); without one,
-    the update is decided again on the task read with its row locked, so concurrent updates
-    all apply, one after the other."""
+    If another write got in between, a client's `If-Match` tag no longer holds (412); without
+    one (or with `*`), the update is decided again on the task read with its row locked, so
+    concurrent updates all apply, one after the other."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidInput("unknown fields", errors={name: ["cannot be set"] for name in unknown})
@@ -228,7 +228,7 @@ def update_task(
         written = _write_unlocked(task, values, audit)
         if written is not None:
             return written
-        if if_match is not None:
+        if if_match is not None and "*" not in if_match:  # `*` asks only that the task exist
             raise PreconditionFailed("the task has changed since it was read; fetch it again")
     raise AssertionError("unreachable: the locked attempt returns or raises")
 

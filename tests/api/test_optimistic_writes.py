@@ -106,21 +106,22 @@ def test_a_write_that_gets_in_between_turns_a_current_if_match_into_a_412(
     assert history(client, headers, task_id) == before  # nothing of this request's
 
 
+@pytest.mark.parametrize("if_match", [None, "*"])
 @pytest.mark.parametrize("path", PATHS)
-def test_without_if_match_the_update_applies_on_top_of_the_write_that_got_in(
+def test_without_an_if_match_tag_the_update_applies_on_top_of_the_write_that_got_in(
     app: APIFlask,
     client: FlaskClient,
     alice: Account,
     login: Login,
     another_write_gets_in: Reads,
     path: str,
+    if_match: str | None,
 ) -> None:
     headers = remembered(client, login, alice)
     task_id = new_task(client, headers)
+    sent = headers if if_match is None else {**headers, "If-Match": if_match}  # `*`: it exists
 
-    response = put(app, client, path)(
-        f"/task/{task_id}", json={"priority": "high"}, headers=headers
-    )
+    response = put(app, client, path)(f"/task/{task_id}", json={"priority": "high"}, headers=sent)
 
     assert response.status_code == 200, response.json
     assert another_write_gets_in.locked == [False, True]  # decided again, on the locked task
