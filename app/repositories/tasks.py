@@ -356,7 +356,7 @@ def _task_and_audit_write_statement(columns: tuple[str, ...]) -> ReturningInsert
     return (
         insert(audit)
         .from_select(["task_id", *_AUDIT_FIELDS], select(written.c.id, *entry).select_from(written))
-        .returning(audit.c.task_id)  # an INSERT's rowcount is not kept: a row says it was done
+        .returning(audit.c.task_id)  # a row back says the version matched and both were written
     )
 
 
