@@ -25,6 +25,7 @@ from app.extensions import db
 from app.repositories import tasks as task_repo
 from tests.api.conftest import hot_paths_of
 from tests.api.test_direct_writes import history, new_task, remembered
+from tests.api.test_driver_reads import kill_the_next_pooled_connection
 from tests.conftest import Account
 
 Headers = dict[str, str]
@@ -207,3 +208,38 @@ def test_on_postgresql_an_update_is_a_read_and_one_write_in_autocommit(
         "updated",
         "created",
     ]
+
+
+def test_a_write_on_a_dead_connection_is_retried_by_flask_and_written_once(
+    app: APIFlask,
+    backend: str,
+    client: FlaskClient,
+    alice: Account,
+    login: Login,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The driver's write fails (its pooled connection was terminated after the read): nothing
+    is written, the hot path hands the request to Flask, which reads and writes again."""
+    if backend != "postgresql":
+        pytest.skip("killing a pooled connection is a PostgreSQL matter")
+    headers = remembered(client, login, alice)
+    task_id = new_task(client, headers)
+    read = task_repo.task_row_for_write
+    killed: list[int] = []
+    reads: list[bool] = []
+
+    def read_then_kill_the_next_connection(task_id: int, scope: Any, *, locked: bool) -> Any:
+        task = read(task_id, scope, locked=locked)
+        reads.append(locked)
+        if not killed:
+            killed.append(kill_the_next_pooled_connection(db.engine))
+        return task
+
+    monkeypatch.setattr(task_repo, "task_row_for_write", read_then_kill_the_next_connection)
+    response = client.put(f"/task/{task_id}", json={"priority": "high"}, headers=headers)
+
+    assert killed and response.status_code == 200, response.json
+    assert reads == [False, False]  # the hot path's attempt, then Flask's
+    assert response.json["priority"] == "HIGH"
+    assert response.headers["ETag"] == f'"task-{task_id}-v2"'  # written once
+    assert [e["action"] for e in history(client, headers, task_id)] == ["updated", "created"]
