@@ -194,10 +194,9 @@ def update_task(
 
     Optimistic first: the task is read without a lock and written only if it is still at the
     version read (on PostgreSQL in one statement with its audit row, in autocommit: two round
-    trips in all).
-    If another write got in between, a client's `If-Match` tag no longer holds (412); without
-    one (or with `*`), the update is decided again on the task read with its row locked, so
-    concurrent updates all apply, one after the other."""
+    trips in all). If another write got in between, a client's `If-Match` tag no longer holds
+    (412); without one (or with `*`), the update is decided again on the task read with its row
+    locked, so concurrent updates all apply, one after the other."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidInput("unknown fields", errors={name: ["cannot be set"] for name in unknown})
