@@ -365,11 +365,24 @@ def _locked_task_row_statement(owned: bool, include_deleted: bool) -> Select[Any
     return _visible_task_row_statement(owned, include_deleted).with_for_update()
 
 
+def _lock_for_writing() -> None:
+    """SQLite has no row locks (it ignores FOR UPDATE): take the database's write lock instead,
+    with BEGIN IMMEDIATE, which holds off every other writer until this transaction ends
+    (readers go on: WAL). Without it, a write decided on a read could lose a race to another
+    writer that committed in between."""
+    connection = db.session.connection()
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    if not dbapi_connection.in_transaction:  # a transaction that has written holds it already
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def task_row_for_write(task_id: int, scope: TaskScope, *, locked: bool) -> dict[str, Any] | None:
     """The visible task's column values to decide a write on: read without a lock (as
     `visible_task_row`), or with its row locked in the session's transaction until it ends."""
     if not locked:
         return visible_task_row(task_id, scope)
+    if db.engine.dialect.name == "sqlite":
+        _lock_for_writing()
     owned = scope.owner_id is not None
     params = {"task_id": task_id, "owner_id": scope.owner_id} if owned else {"task_id": task_id}
     row = db.session.execute(_locked_task_row_statement(owned, scope.include_deleted), params)

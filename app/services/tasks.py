@@ -69,9 +69,10 @@ def _write_locked(
     audit: dict[str, Any],
     if_match: Collection[str] | None,
 ) -> dict[str, Any]:
-    """Write `values` and the audit row to a task read with its row locked, and commit. Only a
-    backend without row locks (SQLite) can have lost a race here: a 412 for a client that asked
-    for a precondition, else a 409 to retry."""
+    """Write `values` and the audit row to a task read with its row locked (on SQLite, under the
+    database's write lock), and commit. Under the lock the version cannot have moved; should
+    the write still find it moved, that is a 412 for a client that asked for a precondition,
+    else a 409 to retry."""
     written = task_repo.write_task_row(task, values, audit)
     if written is None:
         db.session.rollback()
