@@ -58,19 +58,22 @@ def json_body(environ: WSGIEnvironment, max_bytes: int | None) -> bytes | None:
     return body if len(body) == length else None
 
 
+def direct_write_of(view: Callable[..., Any]) -> DirectWrite | None:
+    """The view's direct write, if it offers one (`direct_write`)."""
+    handler: DirectWrite | None = getattr(view, DIRECT_WRITE, None)
+    return handler
+
+
 def written_answer(
     app: Flask,
-    view: Callable[..., Any],
+    handler: DirectWrite,
     actor: Actor,
     view_args: dict[str, Any],
     body: bytes,
     if_match: set[str] | None,
 ) -> tuple[Any, dict[str, str]] | None:
-    """Run the view's direct write in an app context; None when Flask must answer instead
-    (nothing committed)."""
-    handler: DirectWrite | None = getattr(view, DIRECT_WRITE, None)
-    if handler is None:
-        return None
+    """Run a view's direct write (`direct_write_of`) in an app context; None when Flask must
+    answer instead (nothing committed)."""
     try:
         parsed = app.json.loads(body)
     except (ValueError, RecursionError):

@@ -36,7 +36,7 @@ from werkzeug.routing import MapAdapter, Rule
 from werkzeug.wrappers import Request
 
 from app.api.caching import CACHE_GENERATIONS, PREFETCHED, cache_plan, direct_answer, prefetch
-from app.api.direct_writes import DIRECT_WRITE, json_body, written_answer
+from app.api.direct_writes import direct_write_of, json_body, written_answer
 from app.api.http import if_match_tags_of, security_headers
 from app.api.json_provider import json_answer
 from app.auth.session_memory import SessionMemory
@@ -169,7 +169,8 @@ class HotPaths:
         if cache is None or caller is None or route is None:
             return None
         (claims, role), (rule, view, view_args) = caller, route
-        if getattr(view, DIRECT_WRITE, None) is None:
+        handler = direct_write_of(view)
+        if handler is None:
             return None
         body = json_body(environ, self.app.config.get("MAX_CONTENT_LENGTH"))
         counters = cache.counters(sessions.session_counters(claims.user_id))
@@ -177,7 +178,7 @@ class HotPaths:
             return None
         actor = Principal(id=claims.user_id, role=role, family_id=claims.family_id)
         if_match = if_match_tags_of(environ.get("HTTP_IF_MATCH"))
-        answered = written_answer(self.app, view, actor, view_args, body, if_match)
+        answered = written_answer(self.app, handler, actor, view_args, body, if_match)
         if answered is None:
             return None
         headers, out = json_answer(self.app, *answered)

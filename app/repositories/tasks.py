@@ -105,6 +105,13 @@ def _bound_owner(owned: bool) -> BindParameter[int] | None:
     return bindparam("owner_id", type_=Integer) if owned else None
 
 
+def _visible_task_params(task_id: int, scope: TaskScope) -> dict[str, Any]:
+    """The values the visible-task statements bind (`:owner_id` only in a scoped one)."""
+    if scope.owner_id is None:
+        return {"task_id": task_id}
+    return {"task_id": task_id, "owner_id": scope.owner_id}
+
+
 @functools.cache
 def _visible_task_statement(owned: bool, include_deleted: bool) -> Select[Any]:
     """`get_visible_task`'s statement, built once per shape with its values bound at execution:
@@ -117,7 +124,7 @@ def _visible_task_statement(owned: bool, include_deleted: bool) -> Select[Any]:
 def get_visible_task(task_id: int, scope: TaskScope) -> Task | None:
     owned = scope.owner_id is not None
     stmt = _visible_task_statement(owned, scope.include_deleted)
-    params = {"task_id": task_id, "owner_id": scope.owner_id} if owned else {"task_id": task_id}
+    params = _visible_task_params(task_id, scope)
     task: Task | None = db.session.scalar(stmt, params)
     return task
 
@@ -135,7 +142,7 @@ def visible_task_row(task_id: int, scope: TaskScope) -> dict[str, Any] | None:
     the session's and SQLAlchemy's per-statement work cost more than the query."""
     owned = scope.owner_id is not None
     stmt = _visible_task_row_statement(owned, scope.include_deleted)
-    params = {"task_id": task_id, "owner_id": scope.owner_id} if owned else {"task_id": task_id}
+    params = _visible_task_params(task_id, scope)
     return fetch_one(db.engine, stmt, params)
 
 
@@ -384,7 +391,7 @@ def task_row_for_write(task_id: int, scope: TaskScope, *, locked: bool) -> dict[
     if db.engine.dialect.name == "sqlite":
         _lock_for_writing()
     owned = scope.owner_id is not None
-    params = {"task_id": task_id, "owner_id": scope.owner_id} if owned else {"task_id": task_id}
+    params = _visible_task_params(task_id, scope)
     row = db.session.execute(_locked_task_row_statement(owned, scope.include_deleted), params)
     found = row.mappings().first()
     return dict(found) if found is not None else None

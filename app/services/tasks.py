@@ -63,6 +63,19 @@ def _audit(task: Task, actor: Actor, action: AuditAction, changes: dict[str, Any
     task_repo.add_audit_entry({"task_id": task.id, **_audit_entry(actor, action, changes)})
 
 
+def _write_in_session(
+    task: dict[str, Any], values: dict[str, Any], audit: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Write `values` and the audit row in the session's transaction and end it: committed, or
+    rolled back (None) if the task has moved on since it was read."""
+    written = task_repo.write_task_row(task, values, audit)
+    if written is None:
+        db.session.rollback()
+    else:
+        db.session.commit()
+    return written
+
+
 def _write_locked(
     task: dict[str, Any],
     values: dict[str, Any],
@@ -73,13 +86,11 @@ def _write_locked(
     database's write lock), and commit. Under the lock the version cannot have moved; should
     the write still find it moved, that is a 412 for a client that asked for a precondition,
     else a 409 to retry."""
-    written = task_repo.write_task_row(task, values, audit)
+    written = _write_in_session(task, values, audit)
     if written is None:
-        db.session.rollback()
         if if_match is not None:
             raise PreconditionFailed("the task has changed since it was read")
         raise Conflict("the task was changed by a concurrent request; retry")
-    db.session.commit()
     return written
 
 
@@ -88,16 +99,11 @@ def _write_unlocked(
 ) -> dict[str, Any] | None:
     """Write `values` and the audit row to a task read without a lock, committed when this
     returns; None (nothing written) if the task has moved on since it was read."""
-    if task_repo.writes_at_once():
-        written = task_repo.write_task_row_at_once(task, values, audit)
-        if written is not None:  # committed outside the session, whose hooks do not see it
-            bump(task_generations(task["id"], task_repo.owners_of_write(task, values)))
-        return written
-    written = task_repo.write_task_row(task, values, audit)
-    if written is None:
-        db.session.rollback()
-    else:
-        db.session.commit()
+    if not task_repo.writes_at_once():
+        return _write_in_session(task, values, audit)
+    written = task_repo.write_task_row_at_once(task, values, audit)
+    if written is not None:  # committed outside the session, whose hooks do not see it
+        bump(task_generations(task["id"], task_repo.owners_of_write(task, values)))
     return written
 
 

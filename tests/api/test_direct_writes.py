@@ -13,7 +13,7 @@ from apiflask import APIFlask
 from flask.testing import FlaskClient
 from werkzeug.test import Client
 
-from tests.api.conftest import hot_paths_of
+from tests.api.conftest import hot_paths_of, logged_in_and_remembered
 from tests.api.test_observability import LogLines, log_lines, scrape, value  # noqa: F401
 from tests.conftest import Account
 
@@ -176,9 +176,7 @@ def test_a_direct_write_is_logged_and_counted(
     log_lines: LogLines,  # noqa: F811
 ) -> None:
     client = app.test_client()
-    response = client.post("/login", json={"username": alice.username, "password": alice.password})
-    headers = {"Authorization": f"Bearer {response.json['access_token']}"}
-    client.get("/tasks", headers=headers)
+    headers = logged_in_and_remembered(client, alice)
     task_id = new_task(client, headers)
     path = "/task/<int:task_id>"
     before = value(scrape(client), "http_requests_total", method="PUT", endpoint=path, status="200")

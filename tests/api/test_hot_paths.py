@@ -14,7 +14,7 @@ from werkzeug.test import Client, TestResponse
 
 from app.models.types import MAX_ID
 from app.observability.logging import USER_ID_ENVIRON
-from tests.api.conftest import hot_paths_of
+from tests.api.conftest import hot_paths_of, logged_in_and_remembered
 from tests.api.test_observability import LogLines, log_lines, scrape, value  # noqa: F401
 from tests.conftest import Account
 from tests.conftest import test_settings as settings_for
@@ -91,9 +91,7 @@ def test_a_hot_path_hit_is_logged_and_counted(
     log_lines: LogLines,  # noqa: F811
 ) -> None:
     client = app.test_client()
-    response = client.post("/login", json={"username": alice.username, "password": alice.password})
-    headers = {"Authorization": f"Bearer {response.json['access_token']}"}
-    client.get("/tasks", headers=headers)
+    headers = logged_in_and_remembered(client, alice)
     before = value(scrape(client), "http_requests_total", endpoint="/tasks", status="200")
     hits_before = value(scrape(client), "cache_lookups_total", result="hit")
 
