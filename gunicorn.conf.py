@@ -9,14 +9,19 @@ from gunicorn.glogging import Logger
 from pythonjsonlogger.json import JsonFormatter
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '5000')}")
-# Threads serve I/O-bound requests cheaply; workers use the cores. Without Redis (the embedded
-# default) the response cache and rate-limit counts live in each process, so one worker keeps
-# them exact; with REDIS_URL every worker shares them.
-_default_workers = min(2 * multiprocessing.cpu_count(), 4) if os.environ.get("REDIS_URL") else 1
+# One worker per core: a worker runs Python on one core at a time (its interpreter lock), and
+# more workers than cores only take turns on them, each switch costing CPU and cache. Measured
+# by bench/api.py on 2 cores, interleaved runs: 2 workers answered 25-35% more GET /task/<id>
+# misses than 4 at a lower p99, and the date view's and the PUT's p99 fell too; the bare-Flask
+# ceiling did not change. Without Redis (the embedded default) the response cache and rate-limit
+# counts live in each process, so one worker keeps them exact; with REDIS_URL every worker
+# shares them.
+_default_workers = multiprocessing.cpu_count() if os.environ.get("REDIS_URL") else 1
 workers = int(os.environ.get("WEB_CONCURRENCY", _default_workers))
-# Few threads per worker: they share one interpreter lock, and with many the slowest requests
-# wait for it behind the others (bench/api.py measured p99 at 16 connections on 2 cores).
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Threads overlap a worker's waits on PostgreSQL and Redis. Few: they share the interpreter lock,
+# and with more the slowest requests wait for it behind the others (p99 at 16 connections on 2
+# cores). A database farther away than this host (round trips of milliseconds) needs more.
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 worker_class = "gthread"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # On SIGTERM, requests in flight get this long to finish before workers are killed.

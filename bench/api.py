@@ -7,11 +7,14 @@ Needs `wrk` on PATH (Debian: apt-get install wrk), PostgreSQL (BENCH_DATABASE_UR
 (BENCH_REDIS_URL, a database number this script may FLUSHDB). In one run it:
   1. creates a throwaway database, migrates it, seeds N tasks round-robin over the users (mixed
      status and priority, created over 30 days), log-days x N task_logger rows, one admin and
-     the users (one argon2 hash for all), then VACUUM ANALYZE;
+     the users (one argon2 hash for all), then VACUUM ANALYZE and CHECKPOINT (the seed is on
+     disk before the runs); with --postgres-on-ram (a diagnostic) on a throwaway PostgreSQL
+     whose files are in RAM (bench/ram_postgres.py), which tells the disk's share of the write
+     latency from the service's;
   2. serves the API with gunicorn -c gunicorn.conf.py on a free loopback port, and the ceiling
      (bench/ceiling_app.py: no database, the same JSON page, serialised on every request by the
      API's own JSON provider) with the same gunicorn settings: by default gunicorn.conf.py's
-     defaults with Redis on this machine (workers = min(2 x cores, 4), 4 threads each); for
+     defaults with Redis on this machine (one worker per core, 2 threads each); for
      reference, the ceiling once more with Flask's own (standard-library) JSON provider;
   3. logs in as a `user` and as the admin, and drives each scenario with wrk and
      bench/wrk_api.lua, --repeat times (3; each run after a few seconds of unmeasured warm-up):
@@ -43,7 +46,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench.common import DEFAULT_SERVER, throwaway_database
+from bench.ram_postgres import ram_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = Path(__file__).resolve().parent / "wrk_api.lua"
@@ -175,6 +179,14 @@ def seed(url: str, tasks: int, users: int, log_days: int) -> Seeded:
                 conn.execute(text("VACUUM ANALYZE"))
 
         timed("VACUUM ANALYZE", vacuum)
+
+        def checkpoint() -> None:
+            # The seed writes ~500 MB of WAL, which sets off a checkpoint that then flushes the
+            # seed's pages for minutes, during the scenarios (seen: 114 s); flushed now instead.
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("CHECKPOINT"))
+
+        timed("CHECKPOINT (the seed flushed before the runs)", checkpoint)
         with db.engine.connect() as conn:
             first, last, count = conn.execute(
                 text("SELECT min(id), max(id), count(*) FROM task_manager WHERE deleted_at IS NULL")
@@ -595,10 +607,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     # gunicorn.conf.py's defaults for a deployment with Redis on this machine (given explicitly:
     # the ceiling has no REDIS_URL, and the same settings must serve both).
-    parser.add_argument(
-        "--workers", type=int, default=min(2 * (os.cpu_count() or 1), 4), help="WEB_CONCURRENCY"
-    )
-    parser.add_argument("--gunicorn-threads", type=int, default=4, help="GUNICORN_THREADS")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="WEB_CONCURRENCY")
+    parser.add_argument("--gunicorn-threads", type=int, default=2, help="GUNICORN_THREADS")
     parser.add_argument("--max-page", type=int, default=50, help="random list pages: 1..N")
     parser.add_argument("--date-max-page", type=int, default=250, help="random log pages: 1..N")
     parser.add_argument(
@@ -607,6 +617,11 @@ def main() -> None:
         help="letters of the API scenarios to run, e.g. 'd,e' (default: all; the ceiling always)",
     )
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
+    parser.add_argument(
+        "--postgres-on-ram",
+        action="store_true",
+        help="a diagnostic: a throwaway PostgreSQL on tmpfs instead of --server (no disk flushes)",
+    )
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
     args = parser.parse_args()
 
@@ -623,10 +638,12 @@ def main() -> None:
 
     servers: list[Server] = []
     try:
-        with (
-            throwaway_database(args.server, prefix="mediaamp_bench_api") as url,
-            tempfile.TemporaryDirectory(prefix="bench-api-") as tmp,
-        ):
+        with ExitStack() as stack:
+            server_url = (
+                stack.enter_context(ram_postgres()) if args.postgres_on_ram else args.server
+            )
+            url = stack.enter_context(throwaway_database(server_url, prefix="mediaamp_bench_api"))
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-api-"))
             try:
                 run(args, url, cache, Path(tmp), servers)
             finally:
@@ -804,6 +821,11 @@ def run(
     )
     print(f"ceiling: {ceiling_rps:,.0f} req/s\n")
     print_table(rows, ceiling_rps)
+    if args.postgres_on_ram:
+        print(
+            "DIAGNOSTIC RUN (--postgres-on-ram): PostgreSQL kept its files, WAL included, in RAM; "
+            "commits waited for no disk. Not the benchmark's figures."
+        )
     reference_rps = flask_json_row.result.rps
     print(
         f"for reference (no target): the ceiling with Flask's own JSON provider (stdlib json) "
