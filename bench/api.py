@@ -18,14 +18,17 @@ Needs `wrk` on PATH (Debian: apt-get install wrk), PostgreSQL (BENCH_DATABASE_UR
      reference, the ceiling once more with Flask's own (standard-library) JSON provider;
   3. logs in as a `user` and as the admin, and drives each scenario with wrk and
      bench/wrk_api.lua, --repeat times (3; each run after a few seconds of unmeasured warm-up):
-     a single run depends on how wrk's 16 connections happen to land on the workers;
+     a single run depends on how wrk's 16 connections happen to land on the workers. Each API
+     run comes right after a run of the ceiling's: this host's speed drifts by 20% and more
+     within minutes, so a row is compared with the ceiling measured next to it, not minutes
+     earlier;
   4. prints, for the median run of each scenario (by req/s), req/s, p50, p99, non-2xx, the
-     X-Cache hit rate and the ratio to the ceiling's median req/s, with PASS/FAIL against the
-     targets: cache-warm reads >= 0.6 x ceiling, cache-miss reads >= 0.3 x ceiling, p99 < 50 ms,
-     no non-2xx answer (nor socket error) in any run; and, per row, the range of req/s and the
-     worst p99 over the runs, the CPU share other processes took meanwhile (a shared machine
-     skews every figure), then a summary of the warnings and errors in the servers' logs (e.g.
-     cache bypasses on Redis timeouts).
+     X-Cache hit rate and the ratio to the median req/s of the ceiling's runs next to it, with
+     PASS/FAIL against the targets: cache-warm reads >= 0.6 x ceiling, cache-miss reads >=
+     0.3 x ceiling, p99 < 50 ms, no non-2xx answer (nor socket error) in any run; and, per
+     row, the range of req/s and the worst p99 over the runs, the CPU share other processes
+     took meanwhile (a shared machine skews every figure), then a summary of the warnings and
+     errors in the servers' logs (e.g. cache bypasses on Redis timeouts).
 It always stops its gunicorn processes, drops the database and flushes its Redis database.
 """
 
@@ -514,6 +517,15 @@ class Row:
     result: WrkResult  # the median run by req/s (the verdicts are about it)
     other_cpu: float  # % of the machine used by other processes meanwhile (the most of any run)
     runs: list[WrkResult] = field(default_factory=list)  # every run, the median's included
+    # The ceiling's runs measured next to this row's, one right before each of them: the host's
+    # speed drifts by 20% and more within minutes, so a ratio to a ceiling measured minutes
+    # earlier would be as much about the drift as about the service.
+    ceiling_runs: list[WrkResult] = field(default_factory=list)
+
+    def ceiling_rps(self, overall: float) -> float:
+        """The req/s of the ceiling to compare this row with: the median of its adjacent
+        ceiling runs, else (none measured) `overall`."""
+        return median_run(self.ceiling_runs).rps if self.ceiling_runs else overall
 
     @property
     def rps_range(self) -> str:
@@ -552,8 +564,8 @@ def verdicts(row: Row, ceiling_rps: float) -> tuple[str, str, str, bool]:
 def print_table(rows: list[Row], ceiling_rps: float) -> None:
     header = (
         f"{'scenario':<34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} "
-        f"{'hit %':>5} {'x ceil':>6}  {'ratio tgt':<10} {'p99<50':<6} {'2xx':<4} {'row':<4} "
-        f"{'other %':>7} {'runs req/s':>11} {'worst p99':>9}"
+        f"{'hit %':>5} {'ceiling':>7} {'x ceil':>6}  {'ratio tgt':<10} {'p99<50':<6} {'2xx':<4} "
+        f"{'row':<4} {'other %':>7} {'runs req/s':>11} {'worst p99':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -561,13 +573,14 @@ def print_table(rows: list[Row], ceiling_rps: float) -> None:
     for row in rows:
         res = row.result
         hit = res.hit_rate
-        ratio_cell, p99_cell, errors_cell, ok = verdicts(row, ceiling_rps)
+        ceiling = row.ceiling_rps(ceiling_rps)
+        ratio_cell, p99_cell, errors_cell, ok = verdicts(row, ceiling)
         passed += ok
         errors = f"{res.non_2xx}" + (f"+{res.socket_errors}s" if res.socket_errors else "")
         print(
             f"{row.scenario.name:<34} {res.rps:>8.0f} {res.p50_ms:>7.1f} {res.p99_ms:>7.1f} "
-            f"{errors:>7} {'-' if hit is None else f'{100 * hit:.0f}':>5} "
-            f"{res.rps / ceiling_rps:>6.2f}  {ratio_cell:<10} {p99_cell:<6} {errors_cell:<4} "
+            f"{errors:>7} {'-' if hit is None else f'{100 * hit:.0f}':>5} {ceiling:>7.0f} "
+            f"{res.rps / ceiling:>6.2f}  {ratio_cell:<10} {p99_cell:<6} {errors_cell:<4} "
             f"{'PASS' if ok else 'FAIL':<4} {row.other_cpu:>7.0f} {row.rps_range:>11} "
             f"{row.worst_p99_ms:>9.1f}"
         )
@@ -776,32 +789,42 @@ def run(
     rows: list[Row] = []
     other_load = OtherLoad(make_url(url).database or "", servers)
 
-    def measure(server: Server, scenario: Scenario) -> Row:
-        """`args.repeat` runs of the scenario (each with its warm-up, and its flush of the
-        cache unless it is a cache-warm one); the row is the median run. A single run of a few
-        seconds depends on how wrk's connections happen to land on the workers."""
+    def one_run(server: Server, scenario: Scenario) -> tuple[WrkResult, float]:
+        """One run of the scenario after its warm-up (and its flush of the cache unless it is
+        a cache-warm one), and the CPU share other processes took meanwhile."""
         target = server.base_url + scenario.path
+        if opts.warmup > 0:
+            run_wrk(target, scenario.token, scenario.mode, opts.warmup, opts)
+        if scenario.kind in ("miss", "write"):
+            cache.flushdb()
+        with other_load.measure() as share:
+            out = run_wrk(target, scenario.token, scenario.mode, opts.duration, opts)
+        result = parse_wrk(out)
+        print(
+            f"  {scenario.name:<36} {describe(result)}; other processes >= {share[0]:.0f}% CPU",
+            flush=True,
+        )
+        return result, share[0]
+
+    def measure(server: Server, scenario: Scenario, next_to: Server | None = None) -> Row:
+        """`args.repeat` runs of the scenario; the row is the median run. A single run of a few
+        seconds depends on how wrk's connections happen to land on the workers. With `next_to`
+        (the ceiling's server), each run comes right after one of the ceiling's, which the row
+        keeps as its own ceiling runs."""
         runs: list[WrkResult] = []
+        ceiling_runs: list[WrkResult] = []
         busiest = 0.0
         for _ in range(args.repeat):
-            if opts.warmup > 0:
-                run_wrk(target, scenario.token, scenario.mode, opts.warmup, opts)
-            if scenario.kind != "warm":
-                cache.flushdb()
-            with other_load.measure() as share:
-                out = run_wrk(target, scenario.token, scenario.mode, opts.duration, opts)
-            result = parse_wrk(out)
-            busiest = max(busiest, share[0])
+            if next_to is not None:
+                ceiling_runs.append(one_run(next_to, ceiling_scenario)[0])
+            result, other = one_run(server, scenario)
+            busiest = max(busiest, other)
             runs.append(result)
-            print(
-                f"  {scenario.name:<36} {describe(result)}; other processes >= {share[0]:.0f}% CPU",
-                flush=True,
-            )
-        return Row(scenario, median_run(runs), busiest, runs)
+        return Row(scenario, median_run(runs), busiest, runs, ceiling_runs)
 
-    # The ceilings first, then their servers stop so that they take no CPU during the API runs.
+    # The ceilings first, alone; then each API run right after a run of the ceiling's, which
+    # stays up (idle in between) while the reference ceiling stops.
     ceiling_row = measure(ceiling, ceiling_scenario)
-    stop_server(ceiling)
     flask_json_row = measure(
         flask_json_ceiling,
         Scenario(
@@ -810,7 +833,12 @@ def run(
     )
     stop_server(flask_json_ceiling)
     for scenario in scenarios:
-        rows.append(measure(api, scenario))
+        rows.append(measure(api, scenario, next_to=ceiling))
+    stop_server(ceiling)
+    every_ceiling_run = ceiling_row.runs + [run for row in rows for run in row.ceiling_runs]
+    ceiling_row = Row(
+        ceiling_scenario, median_run(every_ceiling_run), ceiling_row.other_cpu, every_ceiling_run
+    )
     rows.append(ceiling_row)
 
     ceiling_rps = ceiling_row.result.rps
@@ -819,7 +847,11 @@ def run(
         f"{MISS_RATIO} x ceiling req/s, p99 < {MAX_P99_MS:.0f} ms at {opts.connections} "
         "connections, zero non-2xx (and zero socket errors, shown as +Ns)"
     )
-    print(f"ceiling: {ceiling_rps:,.0f} req/s\n")
+    print(
+        f"ceiling: {ceiling_rps:,.0f} req/s (the median of all its runs); each API row is "
+        "compared with the median of the ceiling's runs made right before its own (column "
+        "ceiling)\n"
+    )
     print_table(rows, ceiling_rps)
     if args.postgres_on_ram:
         print(

@@ -34,3 +34,16 @@ def test_a_row_passes_on_its_median_run_and_fails_on_an_error_in_any_run() -> No
     assert verdicts(Row(MISS, median_run(runs), 0.0, runs), ceiling_rps=1400)[3] is False
     with_error = [run(250, non_2xx=1), run(400), run(500)]
     assert verdicts(Row(MISS, median_run(with_error), 0.0, with_error), 1000)[3] is False
+
+
+def test_a_row_is_compared_with_the_ceiling_measured_next_to_it() -> None:
+    """The host's speed drifts within minutes: a row's ratio uses the ceiling's runs made right
+    before its own, and only a row without any falls back to the overall ceiling."""
+    runs = [run(300), run(320), run(310)]
+    next_to_it = [run(1200), run(1000), run(1100)]
+    row = Row(MISS, median_run(runs), 0.0, runs, next_to_it)
+    assert row.ceiling_rps(overall=900) == 1100
+    assert verdicts(row, row.ceiling_rps(overall=900))[3] is False  # 310 < 0.3 x 1100
+    alone = Row(MISS, median_run(runs), 0.0, runs)
+    assert alone.ceiling_rps(overall=900) == 900
+    assert verdicts(alone, alone.ceiling_rps(overall=900))[3] is True  # 310 >= 0.3 x 900
