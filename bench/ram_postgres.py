@@ -26,13 +26,14 @@ SERVER_OPTIONS = "-c autovacuum=off -c listen_addresses=127.0.0.1"
 
 
 def postgres_binaries() -> Path:
+    """The directory of `initdb` and `pg_ctl`: PATH first, then the Debian layout."""
     found = shutil.which("initdb")
     candidates = [Path(found).resolve().parent] if found else []
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     for directory in candidates:
         if (directory / "initdb").exists() and (directory / "pg_ctl").exists():
             return directory
-    raise RuntimeError("--postgres-on-ram needs initdb and pg_ctl (Debian: postgresql)")
+    raise RuntimeError("initdb/pg_ctl are not installed (Debian: postgresql)")
 
 
 def _as_server_user(argv: list[str]) -> list[str]:

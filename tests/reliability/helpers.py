@@ -23,6 +23,7 @@ from celery import _state as celery_state
 from app import create_app
 from app.config import Settings
 from app.extensions import db
+from bench.ram_postgres import postgres_binaries as find_postgres_binaries
 from tests.conftest import REQUIRE_SERVICES
 
 START_TIMEOUT = 10.0  # seconds for a started server to answer PING
@@ -145,17 +146,13 @@ PG_START_TIMEOUT = 20  # seconds for pg_ctl start/stop (crash recovery included)
 
 
 def postgres_binaries() -> Path:
-    """The directory of `initdb` and `pg_ctl` (PATH first, then the Debian layout)."""
-    found = shutil.which("initdb")
-    candidates = [Path(found).resolve().parent] if found else []
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    for directory in candidates:
-        if (directory / "initdb").exists() and (directory / "pg_ctl").exists():
-            return directory
-    message = "initdb/pg_ctl are not installed"
-    if REQUIRE_SERVICES:
-        pytest.fail(message + " (REQUIRE_SERVICES=1)")
-    pytest.skip(message)
+    """The directory of `initdb` and `pg_ctl` (found as bench/ram_postgres.py finds them)."""
+    try:
+        return find_postgres_binaries()
+    except RuntimeError as exc:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{exc} (REQUIRE_SERVICES=1)")
+        pytest.skip(str(exc))
 
 
 class PostgresServer:
