@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     if settings.database_url.startswith("sqlite"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
+    database.install_fixed_plan_engine(app)
     database.install_connection_rules(app, settings.db_ping_idle_seconds)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
 

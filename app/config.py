@@ -207,6 +207,14 @@ class Settings(BaseSettings):
                     ),
                 },
             )
+        fixed_plans: dict[str, Any] | None = None
+        if not is_sqlite:
+            # A pool of its own for the statements run on the driver's cursor, whose sessions
+            # keep one plan per statement instead of planning every page again
+            # (app.database.fixed_plan_engine).
+            connect_args = dict(engine_options["connect_args"])
+            connect_args["options"] += " -c plan_cache_mode=force_generic_plan"
+            fixed_plans = {"url": self.database_url, **engine_options, "connect_args": connect_args}
         production_like = self.is_production_like
         return {
             "APP_ENV": self.app_env.value,
@@ -220,6 +228,8 @@ class Settings(BaseSettings):
             "SECRET_KEY": self.secret_key,
             "SQLALCHEMY_DATABASE_URI": self.database_url,
             "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
+            # create_engine() arguments of app.database.fixed_plan_engine's pool (None: SQLite)
+            "FIXED_PLAN_ENGINE": fixed_plans,
             "MAX_CONTENT_LENGTH": self.max_json_body_bytes,
             "VALIDATION_ERROR_DESCRIPTION": "Some fields are invalid; see `errors`.",
             "SETTINGS": self,

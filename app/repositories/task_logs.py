@@ -16,7 +16,9 @@ from sqlalchemy import (
     Select,
     Subquery,
     and_,
+    any_,
     bindparam,
+    cast,
     exists,
     func,
     literal,
@@ -25,8 +27,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import contains_eager
 
+from app.database import fixed_plan_engine
 from app.extensions import db
 from app.models import Task, TaskStatus
 from app.models.enums import LoaderRunState
@@ -462,15 +466,22 @@ _SNAPSHOT_NAMES = {
 
 
 @functools.lru_cache(maxsize=256)
-def _log_page_rows_statement(shape: _LogShape, sort: tuple[tuple[str, bool], ...]) -> Select[Any]:
+def _log_page_rows_statement(
+    shape: _LogShape, sort: tuple[tuple[str, bool], ...], dialect_name: str
+) -> Select[Any]:
     """The page's entries as columns: the task's, then its snapshot's (labelled)."""
     page = _log_page(shape, sort)
     snapshot = [column.label(label) for label, column in _SNAPSHOT_FIELDS.items()]
+    rows = select(*Task.__table__.columns, *snapshot).select_from(TaskLogEntry)
+    if dialect_name == "postgresql":
+        # The page's task ids as one array (an InitPlan), not a join: see _page_rows_statement
+        # in app.repositories.tasks.
+        ids = cast(select(func.array_agg(page.c.task_id)).scalar_subquery(), ARRAY(Integer))
+        rows = rows.where(TaskLogEntry.task_id == any_(ids))
+    else:
+        rows = rows.join(page, page.c.task_id == TaskLogEntry.task_id)
     return (
-        select(*Task.__table__.columns, *snapshot)
-        .select_from(TaskLogEntry)
-        .join(page, page.c.task_id == TaskLogEntry.task_id)
-        .join(Task, Task.id == TaskLogEntry.task_id)
+        rows.join(Task, Task.id == TaskLogEntry.task_id)
         .where(TaskLogEntry.log_date == bindparam("log_date"))
         .order_by(*_log_order(sort))
     )
@@ -521,10 +532,12 @@ def log_page_rows(
     if not answerable_from_log(scope, filters):
         return None
     values = _log_only_values(filters)
-    statement = _log_page_rows_statement(_LogShape.of(scope, filters, values), filters.sort)
+    shape = _LogShape.of(scope, filters, values)
+    engine = fixed_plan_engine()
+    statement = _log_page_rows_statement(shape, filters.sort, engine.dialect.name)
     params = {"log_date": log_date, "offset": offset, "limit": limit, **values}
     pairs = []
-    for row in fetch_all(db.engine, statement, params):
+    for row in fetch_all(engine, statement, params):
         snapshot = {_SNAPSHOT_NAMES.get(label, label): row.pop(label) for label in _SNAPSHOT_FIELDS}
         pairs.append((row, snapshot))
     return pairs

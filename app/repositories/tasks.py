@@ -18,6 +18,7 @@ from sqlalchemy import (
     Subquery,
     Table,
     Update,
+    any_,
     bindparam,
     case,
     cast,
@@ -27,8 +28,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.dml import ReturningInsert
 
+from app.database import fixed_plan_engine
 from app.extensions import db
 from app.models import Task, TaskAuditEntry, TaskPriority, TaskStatus
 from app.models.enums import PRIORITY_ORDER
@@ -143,7 +146,7 @@ def visible_task_row(task_id: int, scope: TaskScope) -> dict[str, Any] | None:
     owned = scope.owner_id is not None
     stmt = _visible_task_row_statement(owned, scope.include_deleted)
     params = _visible_task_params(task_id, scope)
-    return fetch_one(db.engine, stmt, params)
+    return fetch_one(fixed_plan_engine(), stmt, params)
 
 
 def get_task_any_state(task_id: int) -> Task | None:
@@ -257,12 +260,18 @@ def _page_ids(shape: _PageShape) -> Subquery:
 
 
 @functools.lru_cache(maxsize=512)
-def _page_rows_statement(shape: _PageShape) -> Select[Any]:
+def _page_rows_statement(shape: _PageShape, dialect_name: str) -> Select[Any]:
     """The statement of every page of that shape, its values bound at execution (building a
     statement and computing its cache key cost more than running it on an index), selecting
     the task's columns."""
     page = _page_ids(shape)
-    return ordered(select(*Task.__table__.columns).join(page, Task.id == page.c.id), shape.sort)
+    rows = select(*Task.__table__.columns)
+    if dialect_name == "postgresql":
+        # The page's ids as one array (an InitPlan), not a join: a plan of one table that
+        # PostgreSQL can keep for every page (see app.database's read pool).
+        ids = cast(select(func.array_agg(page.c.id)).scalar_subquery(), ARRAY(Integer))
+        return ordered(rows.where(Task.id == any_(ids)), shape.sort)
+    return ordered(rows.join(page, Task.id == page.c.id), shape.sort)
 
 
 def task_rows_page(
@@ -276,7 +285,8 @@ def task_rows_page(
     if filters.q:  # a search pattern is not a bound value (escaping)
         return None
     shape, params = _page_shape(scope, filters, offset, limit)
-    return fetch_all(db.engine, _page_rows_statement(shape), params)
+    engine = fixed_plan_engine()
+    return fetch_all(engine, _page_rows_statement(shape, engine.dialect.name), params)
 
 
 def tasks_page(scope: TaskScope, filters: TaskFilters, offset: int, limit: int) -> list[Task]:
@@ -447,7 +457,7 @@ def write_task_row_at_once(
     params = _write_parameters(task, values)
     params.update({f"audit_{name}": value for name, value in audit.items()})
     both = _task_and_audit_write_statement(tuple(sorted(values)))
-    if fetch_one(db.engine, both, params) is None:
+    if fetch_one(fixed_plan_engine(), both, params) is None:
         return None
     return _as_written(task, values)
 

@@ -39,7 +39,9 @@ class Page(Generic[T]):
 # claim over if that count fails). How long the others wait for a claimed count before counting
 # themselves (the claimer's process died):
 COUNT_CLAIM_SECONDS = 5.0
-_FIRST_POLL_SECONDS, _LAST_POLL_SECONDS = 0.002, 0.05
+# The pause between polls doubles up to 10 ms: a count takes 10-40 ms, and a longer pause would
+# keep a waiter waiting well after the total is there.
+_FIRST_POLL_SECONDS, _LAST_POLL_SECONDS = 0.002, 0.01
 
 
 def counted(what: Any, generations: Sequence[str], count: Callable[[], int]) -> int:

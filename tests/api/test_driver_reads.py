@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.test import Client
 
 from app.cache.store import task_generation
+from app.database import fixed_plan_engine
 from app.extensions import db
 from app.models import Task
 from app.repositories.tasks import TaskScope, _visible_task_row_statement, visible_task_row
@@ -164,7 +165,7 @@ def driver_statements(app: APIFlask, backend: str) -> Iterator[list[tuple[str, b
         dbapi_connection.cursor_factory = RecordingCursor
 
     with app.app_context():
-        engine = db.engine
+        engine = fixed_plan_engine()
     engine.dispose()  # connections made from here on get the recording cursor
     event.listen(engine.pool, "checkout", record)
     yield seen
@@ -190,10 +191,10 @@ def test_a_direct_read_runs_in_autocommit_and_gives_its_connection_back_as_it_fo
     assert answer.headers["X-Cache"] == "MISS"
     [(sql, autocommit)] = driver_statements
     assert "task_manager" in sql and autocommit is True
-    with app.app_context():  # the pooled connection came back out of autocommit
-        connection = db.session.connection()
+    with app.app_context(), fixed_plan_engine().connect() as connection:
+        # the pooled connection came back out of autocommit
         assert connection.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
-        db.session.rollback()
+        connection.rollback()
 
 
 def kill_the_next_pooled_connection(engine: Engine) -> int:
@@ -222,7 +223,7 @@ def test_a_connection_that_fails_a_direct_read_is_discarded_and_flask_answers(
     headers = login(alice)
     client.get("/tasks", headers=headers)
     with app.app_context():
-        engine = db.engine
+        engine = fixed_plan_engine()
     pid = kill_the_next_pooled_connection(engine)
     forget(app, tasks["full"])
 
@@ -240,7 +241,7 @@ def test_a_driver_read_on_a_dead_connection_raises_sqlalchemys_error(
     if backend != "postgresql":
         pytest.skip("killing a pooled connection is a PostgreSQL matter")
     with app.app_context():
-        kill_the_next_pooled_connection(db.engine)
+        kill_the_next_pooled_connection(fixed_plan_engine())
 
         with pytest.raises(OperationalError):
             visible_task_row(tasks["full"], TaskScope(None, include_deleted=True))

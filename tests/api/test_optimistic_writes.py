@@ -21,6 +21,7 @@ from werkzeug.test import Client
 
 from app.cache.invalidation import bump
 from app.cache.store import GLOBAL_GENERATION
+from app.database import fixed_plan_engine
 from app.extensions import db
 from app.repositories import tasks as task_repo
 from tests.api.conftest import hot_paths_of
@@ -232,7 +233,7 @@ def test_a_write_on_a_dead_connection_is_retried_by_flask_and_written_once(
         task = read(task_id, scope, locked=locked)
         reads.append(locked)
         if not killed:
-            killed.append(kill_the_next_pooled_connection(db.engine))
+            killed.append(kill_the_next_pooled_connection(fixed_plan_engine()))
         return task
 
     monkeypatch.setattr(task_repo, "task_row_for_write", read_then_kill_the_next_connection)

@@ -1,0 +1,228 @@
+"""The statements run on the driver's cursor go to a pool whose PostgreSQL sessions keep one
+generic plan per statement (app.database.fixed_plan_engine: plan_cache_mode=force_generic_plan),
+instead of planning every page again. A generic plan knows neither the page's OFFSET nor the
+filters' values, so each statement must be written so that the plan it gets without them is
+still the index walk every page wants: no sequential scan of task_manager or task_logger, no
+hash join. Checked here on a table big enough for the planner to care, for every page shape
+the list and the date view run; and the check itself is shown to catch the join form (the one
+SQLite keeps), whose generic plan reads the whole table for a page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import psycopg
+import pytest
+from apiflask import APIFlask
+from psycopg import sql
+from sqlalchemy import text
+
+from app.database import fixed_plan_engine
+from app.extensions import db
+from app.models import TaskPriority, TaskStatus
+from app.repositories import task_logs as log_repo
+from app.repositories import tasks as task_repo
+from app.repositories.driver_cursor import compile_for_driver, fetch_all
+from app.repositories.tasks import TaskFilters, TaskScope
+from app.services import loader
+from tests.conftest import Account
+
+TASKS = 20_000
+DAY = date(2030, 5, 6)
+SORTS: list[tuple[tuple[str, bool], ...]] = [
+    (("created_at", True),),
+    (("created_at", False),),
+    (("id", True),),
+    (("id", False),),
+]
+FILTERS = [
+    TaskFilters(),
+    TaskFilters(status=TaskStatus.ACTIVE),
+    TaskFilters(priority=TaskPriority.HIGH),
+    TaskFilters(status=TaskStatus.INACTIVE, priority=TaskPriority.LOW),
+]
+
+
+@pytest.fixture
+def big_table(app: APIFlask, backend: str, alice: Account, bob: Account) -> Iterator[None]:
+    if backend != "postgresql":
+        pytest.skip("plan_cache_mode is PostgreSQL's")
+    with app.app_context():
+        db.session.execute(
+            text(
+                "INSERT INTO task_manager (task_name, status, priority, assigned_user_id,"
+                " created_by_id, created_at, updated_at, version)"
+                " SELECT 'task ' || n, (ARRAY['active', 'inactive'])[1 + n % 2],"
+                " (ARRAY['LOW', 'MEDIUM', 'HIGH', 'CRITICAL'])[1 + n % 4],"
+                " CASE WHEN n % 50 = 0 THEN :alice ELSE :bob END, :bob,"
+                " TIMESTAMPTZ '2030-01-01' + n * INTERVAL '1 minute', now(), 1"
+                " FROM generate_series(1, :tasks) AS n"
+            ),
+            {"alice": alice.id, "bob": bob.id, "tasks": TASKS},
+        )
+        db.session.execute(text("UPDATE task_manager SET deleted_at = now() WHERE id % 997 = 0"))
+        db.session.commit()
+        assert loader.run_inline(DAY, "test").rows_logged > TASKS * 0.49  # the active half
+        db.session.execute(text("ANALYZE task_manager"))
+        db.session.execute(text("ANALYZE task_logger"))
+        db.session.commit()
+        yield
+
+
+def _recorded(
+    monkeypatch: pytest.MonkeyPatch, module: Any, name: str = "fetch_all"
+) -> list[tuple[Any, dict[str, Any]]]:
+    """The statements (and values) `module` runs on the driver's cursor from now on."""
+    served: list[tuple[Any, dict[str, Any]]] = []
+    real = getattr(module, name)
+
+    def recording(engine: Any, statement: Any, values: Any, *args: Any) -> Any:
+        served.append((statement, dict(values)))
+        return real(engine, statement, values, *args)
+
+    monkeypatch.setattr(module, name, recording)
+    return served
+
+
+def _generic_plan(statement: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The plan a session of the fixed-plan pool keeps for `statement`: PREPAREd there with its
+    placeholders as $n, then EXPLAINed for `values` (which a generic plan does not look at)."""
+    driver_statement = compile_for_driver(statement, fixed_plan_engine().dialect)
+    params = driver_statement.parameters(values)
+    assert isinstance(params, dict), "the psycopg dialect binds by name"
+    names: list[str] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    numbered = re.sub(r"%\((\w+)\)s", placeholder, driver_statement.sql).replace("%%", "%")
+    raw = fixed_plan_engine().raw_connection()
+    try:
+        connection: psycopg.Connection[Any] = raw.dbapi_connection  # type: ignore[assignment]
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            [[mode]] = cursor.execute("SHOW plan_cache_mode").fetchall()
+            assert mode == "force_generic_plan"
+            cursor.execute(f"PREPARE fixed_plan_probe AS {numbered}")  # type: ignore[arg-type]
+            try:
+                arguments = sql.SQL(", ").join(sql.Literal(params[n]) for n in names)
+                explain = sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE fixed_plan_probe({})").format(
+                    arguments
+                )
+                [[[explained]]] = cursor.execute(explain).fetchall()
+            finally:
+                cursor.execute("DEALLOCATE fixed_plan_probe")
+    finally:
+        raw.close()
+    plan: dict[str, Any] = explained["Plan"]
+    return plan
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _reads_a_whole_table(plan: dict[str, Any]) -> list[str]:
+    return [
+        f"{node['Node Type']} {node.get('Relation Name', '')}".strip()
+        for node in _nodes(plan)
+        if node["Node Type"] == "Hash Join"
+        or (
+            node["Node Type"] == "Seq Scan"
+            and node.get("Relation Name") in ("task_manager", "task_logger")
+        )
+    ]
+
+
+SCOPES = {
+    "staff": TaskScope(owner_id=None),
+    "admin with deleted": TaskScope(owner_id=None, include_deleted=True),
+}
+
+
+@pytest.mark.usefixtures("big_table")
+def test_every_list_page_shape_keeps_an_index_plan(
+    app: APIFlask, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = _recorded(monkeypatch, task_repo)
+    scopes = {**SCOPES, "user": TaskScope(owner_id=alice.id)}
+    with app.app_context():
+        for scope in scopes.values():
+            for filters in FILTERS:
+                for sort in SORTS:
+                    shaped = TaskFilters(
+                        status=filters.status, priority=filters.priority, sort=sort
+                    )
+                    assert task_repo.task_rows_page(scope, shaped, 980, 20) is not None
+        assert len(served) == len(scopes) * len(FILTERS) * len(SORTS)
+        bad = {
+            compile_for_driver(statement, fixed_plan_engine().dialect).sql: whole
+            for statement, values in served
+            if (whole := _reads_a_whole_table(_generic_plan(statement, values)))
+        }
+    assert not bad, bad
+
+
+@pytest.mark.usefixtures("big_table")
+def test_every_date_view_page_shape_keeps_an_index_plan(
+    app: APIFlask, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = _recorded(monkeypatch, log_repo)
+    filters = [*FILTERS, TaskFilters(assigned_user_id=alice.id)]
+    with app.app_context():
+        for scope in SCOPES.values():
+            for shape in filters:
+                for sort in SORTS:
+                    shaped = TaskFilters(
+                        status=shape.status,
+                        priority=shape.priority,
+                        assigned_user_id=shape.assigned_user_id,
+                        sort=sort,
+                    )
+                    assert log_repo.log_page_rows(DAY, scope, shaped, 4980, 20) is not None
+        assert len(served) == len(SCOPES) * len(filters) * len(SORTS)
+        bad = {
+            compile_for_driver(statement, fixed_plan_engine().dialect).sql: whole
+            for statement, values in served
+            if (whole := _reads_a_whole_table(_generic_plan(statement, values)))
+        }
+    assert not bad, bad
+
+
+@pytest.mark.usefixtures("big_table")
+def test_a_task_by_id_keeps_an_index_plan(
+    app: APIFlask, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = _recorded(monkeypatch, task_repo, "fetch_one")
+    with app.app_context():
+        for scope in (*SCOPES.values(), TaskScope(owner_id=alice.id)):
+            task_repo.visible_task_row(50, scope)
+        assert len(served) == 3
+        for statement, values in served:
+            assert not _reads_a_whole_table(_generic_plan(statement, values))
+
+
+@pytest.mark.usefixtures("big_table")
+def test_the_check_catches_a_page_joined_to_its_ids(
+    app: APIFlask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The join form (SQLite's) is a fine plan once the OFFSET is known, and a whole-table read
+    as a generic plan: the reason the PostgreSQL form differs."""
+    served = _recorded(monkeypatch, task_repo)
+    with app.app_context():
+        task_repo.task_rows_page(SCOPES["staff"], TaskFilters(status=TaskStatus.ACTIVE), 980, 20)
+        [(statement, values)] = served
+        assert not _reads_a_whole_table(_generic_plan(statement, values))
+        shape, params = task_repo._page_shape(
+            SCOPES["staff"], TaskFilters(status=TaskStatus.ACTIVE), 980, 20
+        )
+        joined = task_repo._page_rows_statement(shape, "sqlite")
+        assert _reads_a_whole_table(_generic_plan(joined, params))
+        assert len(fetch_all(fixed_plan_engine(), joined, params)) == 20
