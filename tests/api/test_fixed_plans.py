@@ -163,13 +163,21 @@ def test_every_list_page_shape_keeps_an_index_plan(
 ) -> None:
     served = _recorded(monkeypatch, task_repo)
     scopes = {**SCOPES, "user": TaskScope(owner_id=alice.id)}
+    filter_sets = [
+        *FILTERS,
+        TaskFilters(assigned_user_id=alice.id),
+        TaskFilters(unassigned=True),
+        TaskFilters(created_from=date(2030, 1, 3), created_to=date(2030, 1, 9)),
+        TaskFilters(due_from=date(2030, 1, 3), due_to=date(2030, 1, 9)),
+        TaskFilters(deleted_only=True),
+    ]
     with app.app_context():
         for scope in scopes.values():
-            for filters in FILTERS:
+            for filters in filter_sets:
                 for sort in SORTS:
                     shaped = replace(filters, sort=sort)
                     assert task_repo.task_rows_page(scope, shaped, 980, 20) is not None
-        assert len(served) == len(scopes) * len(FILTERS) * len(SORTS)
+        assert len(served) == len(scopes) * len(filter_sets) * len(SORTS)
         bad = _whole_table_reads(served)
     assert not bad, bad
 
@@ -179,7 +187,11 @@ def test_every_date_view_page_shape_keeps_an_index_plan(
     app: APIFlask, alice: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served = _recorded(monkeypatch, log_repo)
-    filters = [*FILTERS, TaskFilters(assigned_user_id=alice.id)]
+    filters = [
+        *FILTERS,
+        TaskFilters(assigned_user_id=alice.id),
+        TaskFilters(created_from=date(2030, 1, 3), created_to=date(2030, 1, 9)),
+    ]
     with app.app_context():
         for scope in SCOPES.values():
             for shape in filters:
