@@ -16,9 +16,7 @@ from sqlalchemy import (
     Select,
     Subquery,
     and_,
-    any_,
     bindparam,
-    cast,
     exists,
     func,
     literal,
@@ -27,7 +25,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import contains_eager
 
 from app.database import fixed_plan_engine
@@ -41,6 +38,7 @@ from app.repositories.tasks import (
     TaskFilters,
     TaskScope,
     filtered,
+    in_page,
     ordered,
     scoped,
     start_of_day,
@@ -474,10 +472,7 @@ def _log_page_rows_statement(
     snapshot = [column.label(label) for label, column in _SNAPSHOT_FIELDS.items()]
     rows = select(*Task.__table__.columns, *snapshot).select_from(TaskLogEntry)
     if dialect_name == "postgresql":
-        # The page's task ids as one array (an InitPlan), not a join: see _page_rows_statement
-        # in app.repositories.tasks.
-        ids = cast(select(func.array_agg(page.c.task_id)).scalar_subquery(), ARRAY(Integer))
-        rows = rows.where(TaskLogEntry.task_id == any_(ids))
+        rows = rows.where(in_page(TaskLogEntry.task_id, page.c.task_id))
     else:
         rows = rows.join(page, page.c.task_id == TaskLogEntry.task_id)
     return (

@@ -29,6 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.dml import ReturningInsert
 
 from app.database import fixed_plan_engine
@@ -259,6 +260,16 @@ def _page_ids(shape: _PageShape) -> Subquery:
     )
 
 
+def in_page(
+    column: ColumnElement[int] | InstrumentedAttribute[int], page_id: ColumnElement[int]
+) -> ColumnElement[bool]:
+    """`column` is one of the page's ids (`page_id` of a page subquery), PostgreSQL's way: the
+    ids as one array (an InitPlan) that the outer query looks up, not a join, so that the plan
+    app.database.fixed_plan_engine keeps for every page is the index walk."""
+    ids = cast(select(func.array_agg(page_id)).scalar_subquery(), ARRAY(Integer))
+    return column == any_(ids)
+
+
 @functools.lru_cache(maxsize=512)
 def _page_rows_statement(shape: _PageShape, dialect_name: str) -> Select[Any]:
     """The statement of every page of that shape, its values bound at execution (building a
@@ -267,10 +278,7 @@ def _page_rows_statement(shape: _PageShape, dialect_name: str) -> Select[Any]:
     page = _page_ids(shape)
     rows = select(*Task.__table__.columns)
     if dialect_name == "postgresql":
-        # The page's ids as one array (an InitPlan), not a join: a plan of one table that
-        # PostgreSQL can keep for every page (see app.database's read pool).
-        ids = cast(select(func.array_agg(page.c.id)).scalar_subquery(), ARRAY(Integer))
-        return ordered(rows.where(Task.id == any_(ids)), shape.sort)
+        return ordered(rows.where(in_page(Task.id, page.c.id)), shape.sort)
     return ordered(rows.join(page, Task.id == page.c.id), shape.sort)
 
 
