@@ -22,6 +22,7 @@ from app.api.http import if_match_tags_of
 from app.api.json_provider import json_answer
 from app.auth.tokens import AccessClaims
 from app.cache.invalidation import STAFF_SCOPE, current_cache, user_scope
+from app.cache.request_counters import note_counters_of
 from app.cache.store import Lookup, ResponseCache, scope_generation
 from app.database import read_only_session
 from app.extensions import token_auth
@@ -228,6 +229,8 @@ def cached(generations: Generations, direct: Direct | None = None) -> Callable[[
                 if looked is None:
                     plan = cache_plan(generations, actor, request.endpoint, kwargs, request.args)
                     looked = cache.lookup(plan.prefix, plan.generations)
+            if looked is not None:
+                note_counters_of(looked)  # for the lookups the view makes (list totals)
             if looked is not None and looked.entry is not None:
                 hit = _decode(looked.entry)
                 hit.headers["X-Cache"] = "HIT"

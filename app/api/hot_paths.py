@@ -41,6 +41,7 @@ from app.api.http import if_match_tags_of, security_headers
 from app.api.json_provider import json_answer
 from app.auth.session_memory import SessionMemory
 from app.auth.tokens import AccessClaims, VerifiedTokens
+from app.cache.request_counters import note_counters_of
 from app.cache.store import ResponseCache
 from app.config import Settings
 from app.models import Role
@@ -142,6 +143,7 @@ class HotPaths:
         entry, x_cache = done.looked.entry, "HIT"
         if entry is None:
             with self.app.app_context():
+                note_counters_of(done.looked)
                 entry = direct_answer(view, actor, view_args, request.args, request.base_url)
             if entry is None:
                 return None

@@ -158,8 +158,20 @@ class RedisBackend:
             raise CacheUnavailable(str(exc)) from exc
 
     def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        """Stores without waiting for Redis's reply (CLIENT REPLY SKIP: Redis sends none):
+        waiting costs the thread a sleep and a wake-up for an answer that only says OK. The
+        thread's later commands go on the same connection, after this one; an entry lost to
+        an error nobody hears of is a miss later, never a wrong answer (its key is versioned)."""
+        client = self._client
         try:
-            self._client.set(key, value, ex=ttl_seconds)
+            with client.single_connection_lock:
+                connection = client.connection  # a single-connection client's own
+                if connection is None:
+                    raise redis.ConnectionError("the client holds no connection")
+                packed = connection.pack_commands(  # type: ignore[no-untyped-call]
+                    [("CLIENT", "REPLY", "SKIP"), ("SET", key, value, "EX", ttl_seconds)]
+                )
+                connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
 

@@ -19,10 +19,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from cachetools import LRUCache
 from pydantic import TypeAdapter, ValidationError
 
 from app.cache.backends import CacheBackend, CacheUnavailable, versioned
@@ -30,6 +31,11 @@ from app.cache.backends import CacheBackend, CacheUnavailable, versioned
 log = logging.getLogger(__name__)
 
 GLOBAL_GENERATION = "gen:global"
+LOCAL_COPIES = 4096  # small entries (list totals) a process keeps copies of
+
+
+def _entry_key(prefix: str, versions: Sequence[bytes]) -> str:
+    return versioned(f"resp:{prefix}", versions)
 
 
 def scope_generation(scope: str) -> str:
@@ -62,8 +68,13 @@ def date_generation(day: str) -> str:
 class Lookup:
     key: str  # where the answer is (or is to be) stored
     entry: bytes | None  # the stored answer, if any
-    counters: list[bytes]  # values of the global counter and the key's generations
+    counters: list[bytes]  # values of the global counter, the key's generations (and also_read)
     also_read: list[bytes]  # values of the extra counters read along
+    counter_names: tuple[str, ...] = ()  # the names of `counters`, in order
+
+    def counter_values(self) -> dict[str, bytes]:
+        named = self.counters[: len(self.counter_names)]  # `also_read`'s values follow them
+        return dict(zip(self.counter_names, named, strict=True))
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,10 @@ class ResponseCache:
         self._failures_replayed = 0
         self._lock = threading.Lock()
         self._work_locks = tuple(threading.Lock() for _ in range(64))
+        # This process's copies of small entries read again and again (a list's total, for
+        # every page of it), by their versioned key: exact for as long as the key is current.
+        self._copies: LRUCache[str, bytes] = LRUCache(maxsize=LOCAL_COPIES)
+        self._copies_lock = threading.Lock()
 
     def local_lock(self, work: str) -> threading.Lock:
         """A lock of this process for the work named `work` (one of a fixed set, by hash): the
@@ -170,8 +185,34 @@ class ResponseCache:
         except CacheUnavailable as exc:
             self._failed(exc)
             return None
-        key = versioned(f"resp:{prefix}", values[: len(names)])
-        return Lookup(key=key, entry=entry, counters=values, also_read=values[len(names) :])
+        return Lookup(
+            key=_entry_key(prefix, values[: len(names)]),
+            entry=entry,
+            counters=values,
+            also_read=values[len(names) :],
+            counter_names=tuple(names),
+        )
+
+    def key_for(
+        self, prefix: str, generations: Sequence[str], known: Mapping[str, bytes]
+    ) -> str | None:
+        """The key `lookup` would give for `prefix` if the counters still have the values
+        `known` (read by an earlier lookup, e.g. this request's own); None unless every one of
+        them is known."""
+        names = [GLOBAL_GENERATION, *generations]
+        if not all(name in known for name in names):
+            return None
+        return _entry_key(prefix, [known[name] for name in names])
+
+    def local_copy(self, key: str) -> bytes | None:
+        """This process's copy of the entry under `key` (see `keep_local_copy`)."""
+        with self._copies_lock:
+            return self._copies.get(key)
+
+    def keep_local_copy(self, key: str, value: bytes) -> None:
+        """Keep a small entry in this process too: a versioned key names one value forever."""
+        with self._copies_lock:
+            self._copies[key] = value
 
     def set(self, key: str, value: bytes) -> None:
         try:

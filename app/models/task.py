@@ -25,6 +25,14 @@ def string_enum(enum_cls: type, name: str) -> Enum:
     )
 
 
+# The list's equality filters that lead an index of their own (app.repositories.tasks pages).
+LIST_FILTER_INDEX_KEYS: tuple[tuple[str, ...], ...] = (
+    ("status",),
+    ("priority",),
+    ("status", "priority"),
+)
+
+
 class Task(Model):
     __tablename__ = "task_manager"
 
@@ -32,10 +40,10 @@ class Task(Model):
     task_name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
     status: Mapped[TaskStatus] = mapped_column(
-        string_enum(TaskStatus, "task_status"), default=TaskStatus.ACTIVE, index=True
+        string_enum(TaskStatus, "task_status"), default=TaskStatus.ACTIVE
     )
     priority: Mapped[TaskPriority] = mapped_column(
-        string_enum(TaskPriority, "task_priority"), default=TaskPriority.MEDIUM, index=True
+        string_enum(TaskPriority, "task_priority"), default=TaskPriority.MEDIUM
     )
     assigned_user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
@@ -79,6 +87,20 @@ class Task(Model):
                 sqlite_where=text("deleted_at IS NULL"),
             )
             for columns in (("created_at", "id"), ("id",))
+        ),
+        # A filtered page walks only the matching entries: the filters lead, the order follows
+        # (without them a page of one status and priority walks 5x the entries it keeps, 25,000
+        # for page 250 of 100,000 tasks). They also serve the filtered counts.
+        *(
+            Index(
+                f"ix_task_manager_live_{'_'.join(filters + order)}",
+                *filters,
+                *order,
+                postgresql_where=text("deleted_at IS NULL"),
+                sqlite_where=text("deleted_at IS NULL"),
+            )
+            for filters in LIST_FILTER_INDEX_KEYS
+            for order in (("created_at", "id"), ("id",))
         ),
         # The few soft-deleted tasks: the date view probes it for every log entry it walks (a
         # probe of this small index costs half one of the primary key).

@@ -11,13 +11,11 @@ from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import (
     ColumnElement,
     Date,
-    Exists,
     Integer,
     Select,
     Subquery,
     and_,
     bindparam,
-    exists,
     func,
     literal,
     or_,
@@ -360,15 +358,14 @@ def _snapshot_conditions(log_date: date, filters: TaskFilters) -> list[ColumnEle
     return conditions
 
 
-def _task_is_deleted() -> Exists:
-    """The entry's task is soft-deleted. As NOT EXISTS, PostgreSQL plans it as an anti-join
-    that probes the task's primary key for each entry walked, which keeps the index order: a
-    page costs OFFSET + LIMIT probes (about 1 µs each), not a sort of the day."""
-    return (
-        exists()
-        .where(Task.id == TaskLogEntry.task_id, Task.deleted_at.is_not(None))
-        .correlate(TaskLogEntry)
-    )
+def _task_is_deleted() -> ColumnElement[bool]:
+    """The entry's task is soft-deleted: its id is one of the soft-deleted tasks' (a task id is
+    never NULL, so NOT IN means NOT EXISTS). PostgreSQL reads those ids once per statement into
+    a hash (a "hashed SubPlan", from their small index) and checks each entry walked against
+    it, which keeps the index order: a page costs OFFSET + LIMIT hash probes, not a sort of the
+    day. As NOT EXISTS it was an anti-join whose per-entry step cost a page of the day 10,000
+    entries deep about half of its time (1.4-1.5 ms against 0.9 ms, EXPLAIN ANALYZE)."""
+    return TaskLogEntry.task_id.in_(select(Task.id).where(Task.deleted_at.is_not(None)))
 
 
 def _log_only_values(filters: TaskFilters) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from math import ceil
 from typing import Any, Generic, TypeVar
 
+from app.cache.request_counters import noted_counters
 from app.cache.store import ResponseCache
 from app.services.context import response_cache
 
@@ -53,26 +54,36 @@ def counted(what: Any, generations: Sequence[str], count: Callable[[], int]) -> 
     if cache is None:
         return count()
     prefix = f"count:{hashlib.sha256(repr(what).encode()).hexdigest()[:40]}"
+    # Under the counters' values this request's answer was looked up with, this process may
+    # hold the total already (every other page of the same list): no round trip then.
+    known_key = cache.key_for(prefix, generations, noted_counters())
+    if known_key is not None and (copy := cache.local_copy(known_key)) is not None:
+        return int(copy)
     looked = cache.lookup(prefix, generations)
     if looked is not None and looked.entry is not None:
-        return int(looked.entry)
+        return _kept(cache, looked.key, int(looked.entry))
     if looked is None:  # the cache is unavailable
         return count()
     with cache.local_lock(prefix):
         again = cache.lookup(prefix, generations)  # counted while this one waited?
         if again is not None and again.entry is not None:
-            return int(again.entry)
+            return _kept(cache, again.key, int(again.entry))
         key = (again or looked).key
         claim = f"{key}:counting"
         elsewhere = _claim_or_wait(cache, claim, prefix, generations, key)
         if elsewhere is not None:
-            return elsewhere
+            return _kept(cache, key, elsewhere)
         try:
             total = count()
         except BaseException:
             cache.release(claim)  # a waiter takes the claim and counts instead
             raise
         cache.set(key, str(total).encode())
+    return _kept(cache, key, total)
+
+
+def _kept(cache: ResponseCache, key: str, total: int) -> int:
+    cache.keep_local_copy(key, str(total).encode())
     return total
 
 

@@ -47,3 +47,17 @@ def test_a_row_is_compared_with_the_ceiling_measured_next_to_it() -> None:
     alone = Row(MISS, median_run(runs), 0.0, runs)
     assert alone.ceiling_rps(overall=900) == 900
     assert verdicts(alone, alone.ceiling_rps(overall=900))[3] is True  # 310 >= 0.3 x 900
+
+
+def test_a_cache_miss_row_whose_answers_were_mostly_hits_fails() -> None:
+    """Random requests over a space too small for the machine repeat, and repeats are hits: such
+    a row says nothing about misses, however fast it was."""
+    mostly_hits = [run(900), run(900), run(900)]
+    for result in mostly_hits:
+        result.xcache = {"HIT": 60, "MISS": 40}
+    row = Row(MISS, median_run(mostly_hits), 0.0, mostly_hits)
+    ratio_cell, _, _, ok = verdicts(row, ceiling_rps=1000)
+    assert (ratio_cell, ok) == ("HITS FAIL", False)
+    mostly_misses = [run(900)]
+    mostly_misses[0].xcache = {"HIT": 40, "MISS": 60}
+    assert verdicts(Row(MISS, mostly_misses[0], 0.0, mostly_misses), ceiling_rps=1000)[3] is True

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-from app.cache.backends import MemoryBackend, RedisBackend, versioned
+from app.cache.backends import CacheUnavailable, MemoryBackend, RedisBackend, versioned
 from app.cache.store import GLOBAL_GENERATION
 from tests.reliability.helpers import RedisServer, running_redis
 
@@ -80,3 +81,29 @@ def test_a_bump_of_the_lost_global_counter_seeds_it_first(
     server.client().flushdb()
     backend.incr_many([GLOBAL_GENERATION])
     assert int(backend.get_many([GLOBAL_GENERATION])[0] or 0) > 2**20
+
+
+def test_a_set_waits_for_no_reply_and_leaves_none_behind(
+    backend: RedisBackend, server: RedisServer
+) -> None:
+    """`set` sends CLIENT REPLY SKIP with the SET: Redis answers neither, so the thread's next
+    command on the same connection reads its own reply, not a stale OK; and the entry, with its
+    time to live, is there for every other client."""
+    for n in range(50):
+        backend.set(f"resp:k{n}", f"value {n}".encode(), 60)
+    assert backend.get_many(["resp:k0", "resp:k49", "resp:none"]) == [b"value 0", b"value 49", None]
+    assert backend.claim("work", 5.0) is True and backend.claim("work", 5.0) is False
+    other = redis.Redis.from_url(server.url)
+    assert other.get("resp:k7") == b"value 7"
+    assert 0 < other.ttl("resp:k7") <= 60
+
+
+def test_a_set_to_a_dead_server_is_reported(backend: RedisBackend, server: RedisServer) -> None:
+    """Nothing is read back, yet a server that is gone is noticed: by the write itself once the
+    connection is known broken, else by the thread's next command."""
+    backend.set("resp:before", b"x", 60)
+    server.kill()
+    with pytest.raises(CacheUnavailable):
+        for _ in range(3):  # the first write may still land in the socket's buffer
+            backend.set("resp:after", b"x", 60)
+            backend.get_many(["resp:after"])
