@@ -9,19 +9,25 @@ from gunicorn.glogging import Logger
 from pythonjsonlogger.json import JsonFormatter
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '5000')}")
-# One worker per core: a worker runs Python on one core at a time (its interpreter lock), and
-# more workers than cores only take turns on them, each switch costing CPU and cache. Measured
-# by bench/api.py on 2 cores, interleaved runs: 2 workers answered 25-35% more GET /task/<id>
-# misses than 4 at a lower p99, and the date view's and the PUT's p99 fell too; the bare-Flask
-# ceiling did not change. Without Redis (the embedded default) the response cache and rate-limit
-# counts live in each process, so one worker keeps them exact; with REDIS_URL every worker
-# shares them.
-_default_workers = multiprocessing.cpu_count() if os.environ.get("REDIS_URL") else 1
+# With Redis (workers share the cache and the rate-limit counts): two single-threaded workers per
+# core. The threads of one worker take turns on its interpreter lock, and a thread woken by a
+# reply from PostgreSQL or Redis waits for it, each handoff costing both threads CPU and latency;
+# separate processes are scheduled by the kernel instead, and two per core keep a core busy while
+# one of them waits on the database. Measured by bench/api.py's scenarios on 2 cores, one after
+# the other on the same machine (4 workers x 1 thread against 2 x 2): list misses 1,630 req/s
+# against 960, date-view misses 1,240 against 790, GET /task/<id> misses 2,010 against 1,720,
+# PUTs 1,160 against 1,000, cache hits 3,570 against 3,440, at lower or equal p99; the bare-Flask
+# ceiling did not change (5,450 against 5,600). (An earlier measurement found 4 workers x 2
+# threads answering 25-35% fewer GET /task/<id> misses than 2 x 2.)
+# Without Redis (the embedded default) the response cache and rate-limit counts live in each
+# process, so one worker keeps them exact, with two threads so that one slow request does not
+# hold up the next.
+_with_redis = bool(os.environ.get("REDIS_URL"))
+_default_workers = 2 * multiprocessing.cpu_count() if _with_redis else 1
 workers = int(os.environ.get("WEB_CONCURRENCY", _default_workers))
-# Threads overlap a worker's waits on PostgreSQL and Redis. Few: they share the interpreter lock,
-# and with more the slowest requests wait for it behind the others (p99 at 16 connections on 2
-# cores). A database farther away than this host (round trips of milliseconds) needs more.
-threads = int(os.environ.get("GUNICORN_THREADS", "2"))
+# A database farther away than this host (round trips of milliseconds) needs more threads, or
+# more workers.
+threads = int(os.environ.get("GUNICORN_THREADS", "1" if _with_redis else "2"))
 worker_class = "gthread"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # On SIGTERM, requests in flight get this long to finish before workers are killed.

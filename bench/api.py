@@ -14,7 +14,7 @@ Needs `wrk` on PATH (Debian: apt-get install wrk), PostgreSQL (BENCH_DATABASE_UR
   2. serves the API with gunicorn -c gunicorn.conf.py on a free loopback port, and the ceiling
      (bench/ceiling_app.py: no database, the same JSON page, serialised on every request by the
      API's own JSON provider) with the same gunicorn settings: by default gunicorn.conf.py's
-     defaults with Redis on this machine (one worker per core, 2 threads each); for
+     defaults with Redis on this machine (two workers per core, one thread each); for
      reference, the ceiling once more with Flask's own (standard-library) JSON provider;
   3. logs in as a `user` and as the admin, and drives each scenario with wrk and
      bench/wrk_api.lua, --repeat times (3; each run after a few seconds of unmeasured warm-up):
@@ -628,8 +628,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     # gunicorn.conf.py's defaults for a deployment with Redis on this machine (given explicitly:
     # the ceiling has no REDIS_URL, and the same settings must serve both).
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="WEB_CONCURRENCY")
-    parser.add_argument("--gunicorn-threads", type=int, default=2, help="GUNICORN_THREADS")
+    parser.add_argument(
+        "--workers", type=int, default=2 * (os.cpu_count() or 1), help="WEB_CONCURRENCY"
+    )
+    parser.add_argument("--gunicorn-threads", type=int, default=1, help="GUNICORN_THREADS")
     # Random pages over spaces larger than the requests a run makes, so that the cache mostly
     # misses: 250 list pages (the seed's narrowest filter, inactive with one priority, has 250
     # full pages) x 60 filters and orders; 1,000 of each log day's 5,000 pages x 10 days.

@@ -1,6 +1,6 @@
-"""gunicorn.conf.py's worker defaults: one worker per core with Redis (bench/api.py: more workers
-than cores only take turns on them), one without it (the in-process cache stays exact), and two
-threads per worker; the environment overrides each."""
+"""gunicorn.conf.py's worker defaults: with Redis, two single-threaded workers per core
+(bench/api.py: the threads of one worker take turns on its interpreter lock); without it one
+worker (the in-process cache stays exact) with two threads; the environment overrides each."""
 
 from __future__ import annotations
 
@@ -23,17 +23,20 @@ def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
     return runpy.run_path(str(CONFIG))
 
 
-def test_with_redis_there_is_one_worker_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_redis_there_are_two_single_threaded_workers_per_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     config = settings(monkeypatch, REDIS_URL="redis://127.0.0.1:6379/0")
-    assert config["workers"] == multiprocessing.cpu_count()
-    assert config["threads"] == 2
-    assert config["worker_class"] == "gthread"
+    assert config["workers"] == 2 * multiprocessing.cpu_count()
+    assert config["threads"] == 1
+    assert config["worker_class"] == "gthread"  # keep-alive connections, even with one thread
 
 
 def test_without_redis_one_worker_keeps_the_in_process_cache_exact(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert settings(monkeypatch)["workers"] == 1
+    config = settings(monkeypatch)
+    assert (config["workers"], config["threads"]) == (1, 2)
 
 
 def test_the_environment_overrides_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
