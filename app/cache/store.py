@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from cachetools import LRUCache
+from cachetools import TTLCache
 from pydantic import TypeAdapter, ValidationError
 
 from app.cache.backends import CacheBackend, CacheUnavailable, versioned
@@ -98,8 +98,10 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._work_locks = tuple(threading.Lock() for _ in range(64))
         # This process's copies of small entries read again and again (a list's total, for
-        # every page of it), by their versioned key: exact for as long as the key is current.
-        self._copies: LRUCache[str, bytes] = LRUCache(maxsize=LOCAL_COPIES)
+        # every page of it), by their versioned key: exact for as long as the key is current,
+        # and dropped when the entry would expire (the TTL also bounds a change made outside
+        # the app, which bumps nothing).
+        self._copies: TTLCache[str, bytes] = TTLCache(maxsize=LOCAL_COPIES, ttl=ttl_seconds)
         self._copies_lock = threading.Lock()
 
     def local_lock(self, work: str) -> threading.Lock:
