@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -69,9 +69,10 @@ def redis_server_binary() -> str:
 class RedisServer:
     """One redis-server process at a time on a fixed port; no persistence (`--save ''`)."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, extra_args: Sequence[str] = ()) -> None:
         self.binary = binary
         self.directory = directory
+        self.extra_args = list(extra_args)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.popen: subprocess.Popen[bytes] | None = None
@@ -95,6 +96,7 @@ class RedisServer:
                     "no",
                     "--dir",
                     str(self.directory),
+                    *self.extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -133,8 +135,8 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def running_redis(directory: Path) -> Iterator[RedisServer]:
-    server = RedisServer(redis_server_binary(), directory)
+def running_redis(directory: Path, extra_args: Sequence[str] = ()) -> Iterator[RedisServer]:
+    server = RedisServer(redis_server_binary(), directory, extra_args)
     server.start()
     try:
         yield server

@@ -107,3 +107,24 @@ def test_a_set_to_a_dead_server_is_reported(backend: RedisBackend, server: Redis
         for _ in range(3):  # the first write may still land in the socket's buffer
             backend.set("resp:after", b"x", 60)
             backend.get_many(["resp:after"])
+
+
+def test_a_server_that_refuses_client_reply_gets_sets_whose_replies_are_read(
+    tmp_path: Path,
+) -> None:
+    """A proxy, or a server with CLIENT renamed away, may not honour CLIENT REPLY SKIP: its
+    error and the SET's OK would then be read by the thread's next commands as their replies.
+    The first `set` finds that out, reads those replies itself, and later sets wait for theirs."""
+    with running_redis(tmp_path, ["--rename-command", "CLIENT", ""]) as refusing:
+        backend = RedisBackend(refusing.url, 1.0, GLOBAL_GENERATION)
+        for n in range(5):
+            backend.set(f"resp:k{n}", f"value {n}".encode(), 60)
+            assert backend.get_many([f"resp:k{n}", "resp:none"]) == [f"value {n}".encode(), None]
+        assert backend.lookup(COUNTERS, "resp:x", versioned_by=2)[1] is None
+        assert backend._replies_skippable is False
+
+
+def test_a_server_that_honours_client_reply_is_found_to(backend: RedisBackend) -> None:
+    backend.set("resp:first", b"1", 60)
+    assert backend.get_many(["resp:first"]) == [b"1"]
+    assert backend._replies_skippable is True
