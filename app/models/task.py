@@ -102,8 +102,8 @@ class Task(Model):
             for filters in LIST_FILTER_INDEX_KEYS
             for order in (("created_at", "id"), ("id",))
         ),
-        # The few soft-deleted tasks: the date view probes it for every log entry it walks (a
-        # probe of this small index costs half one of the primary key).
+        # The few soft-deleted tasks: the date view reads their ids from it, once per page, to
+        # leave them out of the log entries it walks (app.repositories.task_logs).
         Index(
             "ix_task_manager_deleted_id",
             "id",

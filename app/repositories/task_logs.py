@@ -36,7 +36,7 @@ from app.repositories.tasks import (
     TaskFilters,
     TaskScope,
     filtered,
-    in_page,
+    on_page,
     ordered,
     scoped,
     start_of_day,
@@ -465,13 +465,14 @@ def _log_page_rows_statement(
     shape: _LogShape, sort: tuple[tuple[str, bool], ...], dialect_name: str
 ) -> Select[Any]:
     """The page's entries as columns: the task's, then its snapshot's (labelled)."""
-    page = _log_page(shape, sort)
     snapshot = [column.label(label) for label, column in _SNAPSHOT_FIELDS.items()]
-    rows = select(*Task.__table__.columns, *snapshot).select_from(TaskLogEntry)
-    if dialect_name == "postgresql":
-        rows = rows.where(in_page(TaskLogEntry.task_id, page.c.task_id))
-    else:
-        rows = rows.join(page, page.c.task_id == TaskLogEntry.task_id)
+    rows = on_page(
+        select(*Task.__table__.columns, *snapshot).select_from(TaskLogEntry),
+        TaskLogEntry.task_id,
+        _log_page(shape, sort),
+        "task_id",
+        dialect_name,
+    )
     return (
         rows.join(Task, Task.id == TaskLogEntry.task_id)
         .where(TaskLogEntry.log_date == bindparam("log_date"))

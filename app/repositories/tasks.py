@@ -260,14 +260,22 @@ def _page_ids(shape: _PageShape) -> Subquery:
     )
 
 
-def in_page(
-    column: ColumnElement[int] | InstrumentedAttribute[int], page_id: ColumnElement[int]
-) -> ColumnElement[bool]:
-    """`column` is one of the page's ids (`page_id` of a page subquery), PostgreSQL's way: the
-    ids as one array (an InitPlan) that the outer query looks up, not a join, so that the plan
-    app.database.fixed_plan_engine keeps for every page is the index walk."""
-    ids = cast(select(func.array_agg(page_id)).scalar_subquery(), ARRAY(Integer))
-    return column == any_(ids)
+def on_page(
+    rows: Select[Any],
+    column: ColumnElement[int] | InstrumentedAttribute[int],
+    page: Subquery,
+    page_column: str,
+    dialect_name: str,
+) -> Select[Any]:
+    """`rows` limited to those whose `column` is one of the page's ids (`page_column` of the
+    `page` subquery). On PostgreSQL the ids are one array (an InitPlan) that the outer query
+    looks up, not a join, so that the plan app.database.fixed_plan_engine keeps for every page
+    is the index walk; elsewhere (SQLite plans each statement anew) a join to the page."""
+    page_id = page.c[page_column]
+    if dialect_name == "postgresql":
+        ids = cast(select(func.array_agg(page_id)).scalar_subquery(), ARRAY(Integer))
+        return rows.where(column == any_(ids))
+    return rows.join(page, column == page_id)
 
 
 @functools.lru_cache(maxsize=512)
@@ -275,11 +283,8 @@ def _page_rows_statement(shape: _PageShape, dialect_name: str) -> Select[Any]:
     """The statement of every page of that shape, its values bound at execution (building a
     statement and computing its cache key cost more than running it on an index), selecting
     the task's columns."""
-    page = _page_ids(shape)
-    rows = select(*Task.__table__.columns)
-    if dialect_name == "postgresql":
-        return ordered(rows.where(in_page(Task.id, page.c.id)), shape.sort)
-    return ordered(rows.join(page, Task.id == page.c.id), shape.sort)
+    rows = on_page(select(*Task.__table__.columns), Task.id, _page_ids(shape), "id", dialect_name)
+    return ordered(rows, shape.sort)
 
 
 def task_rows_page(

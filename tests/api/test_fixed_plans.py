@@ -154,6 +154,13 @@ def _whole_table_reads(served: list[tuple[Any, dict[str, Any]]]) -> dict[str, li
     }
 
 
+def _in_every_order(filter_sets: list[TaskFilters]) -> Iterator[TaskFilters]:
+    """Each of `filter_sets` with each of the orders the list can be sorted in."""
+    for filters in filter_sets:
+        for sort in SORTS:
+            yield replace(filters, sort=sort)
+
+
 SCOPES = {
     "staff": TaskScope(owner_id=None),
     "admin with deleted": TaskScope(owner_id=None, include_deleted=True),
@@ -176,10 +183,8 @@ def test_every_list_page_shape_keeps_an_index_plan(
     ]
     with app.app_context():
         for scope in scopes.values():
-            for filters in filter_sets:
-                for sort in SORTS:
-                    shaped = replace(filters, sort=sort)
-                    assert task_repo.task_rows_page(scope, shaped, 980, 20) is not None
+            for shaped in _in_every_order(filter_sets):
+                assert task_repo.task_rows_page(scope, shaped, 980, 20) is not None
         assert len(served) == len(scopes) * len(filter_sets) * len(SORTS)
         bad = _whole_table_reads(served)
     assert not bad, bad
@@ -197,10 +202,8 @@ def test_every_date_view_page_shape_keeps_an_index_plan(
     ]
     with app.app_context():
         for scope in SCOPES.values():
-            for shape in filters:
-                for sort in SORTS:
-                    shaped = replace(shape, sort=sort)
-                    assert log_repo.log_page_rows(DAY, scope, shaped, 4980, 20) is not None
+            for shaped in _in_every_order(filters):
+                assert log_repo.log_page_rows(DAY, scope, shaped, 4980, 20) is not None
         assert len(served) == len(SCOPES) * len(filters) * len(SORTS)
         bad = _whole_table_reads(served)
     assert not bad, bad
@@ -247,10 +250,9 @@ def test_a_filtered_list_page_walks_the_index_its_filters_lead(
     filter on each: page 250 of one status and priority of 100,000 tasks would walk 25,000."""
     served = _recorded(monkeypatch, task_repo)
     with app.app_context():
-        for filters in FILTERS[1:]:
-            for sort in SORTS:
-                shaped = replace(filters, sort=sort)
-                assert task_repo.task_rows_page(SCOPES["staff"], shaped, 980, 20) is not None
+        shapes = list(_in_every_order(FILTERS[1:]))
+        for shaped in shapes:
+            assert task_repo.task_rows_page(SCOPES["staff"], shaped, 980, 20) is not None
         walked = []
         for statement, values in served:
             plan = _generic_plan(statement, values)
@@ -259,10 +261,9 @@ def test_a_filtered_list_page_walks_the_index_its_filters_lead(
         "ix_task_manager_live_"
         + "_".join(
             [*(["status"] if f.status else []), *(["priority"] if f.priority else [])]
-            + (["id"] if sort[0][0] == "id" else ["created_at", "id"])
+            + (["id"] if f.sort[0][0] == "id" else ["created_at", "id"])
         )
-        for f in FILTERS[1:]
-        for sort in SORTS
+        for f in shapes
     ]
     assert len(walked) == len(expected)
     for names, index in zip(walked, expected, strict=True):
