@@ -31,7 +31,10 @@ from app.cache.backends import CacheBackend, CacheUnavailable, versioned
 log = logging.getLogger(__name__)
 
 GLOBAL_GENERATION = "gen:global"
-LOCAL_COPIES = 4096  # small entries (list totals) a process keeps copies of
+# What a process keeps copies of (a list's total, a day's ordered task ids: read for every page
+# of that list), bounded by size: an entry costs its bytes plus about this much for its key.
+LOCAL_COPY_BYTES = 32 * 1024 * 1024
+LOCAL_COPY_OVERHEAD = 200
 
 
 def _entry_key(prefix: str, versions: Sequence[bytes]) -> str:
@@ -97,11 +100,15 @@ class ResponseCache:
         self._failures_replayed = 0
         self._lock = threading.Lock()
         self._work_locks = tuple(threading.Lock() for _ in range(64))
-        # This process's copies of small entries read again and again (a list's total, for
-        # every page of it), by their versioned key: exact for as long as the key is current,
-        # and dropped when the entry would expire (the TTL also bounds a change made outside
-        # the app, which bumps nothing).
-        self._copies: TTLCache[str, bytes] = TTLCache(maxsize=LOCAL_COPIES, ttl=ttl_seconds)
+        # This process's copies of entries read again and again (a list's total or a day's
+        # ordered ids, for every page of it), by their versioned key: exact for as long as the
+        # key is current, and dropped when the entry would expire (the TTL also bounds a change
+        # made outside the app, which bumps nothing).
+        self._copies: TTLCache[str, bytes] = TTLCache(
+            maxsize=LOCAL_COPY_BYTES,
+            ttl=ttl_seconds,
+            getsizeof=lambda value: len(value) + LOCAL_COPY_OVERHEAD,
+        )
         self._copies_lock = threading.Lock()
 
     def local_lock(self, work: str) -> threading.Lock:
@@ -212,7 +219,10 @@ class ResponseCache:
             return self._copies.get(key)
 
     def keep_local_copy(self, key: str, value: bytes) -> None:
-        """Keep a small entry in this process too: a versioned key names one value forever."""
+        """Keep an entry in this process too: a versioned key names one value forever. One
+        larger than the whole budget is not kept."""
+        if len(value) + LOCAL_COPY_OVERHEAD > LOCAL_COPY_BYTES:
+            return
         with self._copies_lock:
             self._copies[key] = value
 

@@ -1,4 +1,5 @@
-"""A page of a list whose total is counted separately (and may come from the count cache)."""
+"""A page of a list whose total is counted separately, and what a list remembers in the cache
+(its total, a day's ordered ids) for all of its pages."""
 
 from __future__ import annotations
 
@@ -34,14 +35,14 @@ class Page(Generic[T]):
         return (self.page - 1) * self.per_page
 
 
-# Threads of a process that miss the same count wait for the first one's answer instead of all
-# scanning the same rows at once (a day of the log: 100,000 rows each); across processes, the
-# first to claim the count in the cache counts, and the others wait for its total (or take the
-# claim over if that count fails). How long the others wait for a claimed count before counting
-# themselves (the claimer's process died):
+# Threads of a process that miss the same count (or a day's ordered ids) wait for the first
+# one's answer instead of all scanning the same rows at once (a day of the log: 100,000 rows
+# each); across processes, the first to claim it in the cache computes it, and the others wait
+# for its value (or take the claim over if that fails). How long the others wait for a claimed
+# value before computing it themselves (the claimer's process died):
 COUNT_CLAIM_SECONDS = 5.0
 # The pause between polls doubles up to 10 ms: a count takes 10-40 ms, and a longer pause would
-# keep a waiter waiting well after the total is there.
+# keep a waiter waiting well after the value is there.
 _FIRST_POLL_SECONDS, _LAST_POLL_SECONDS = 0.002, 0.01
 
 
@@ -50,49 +51,61 @@ def counted(what: Any, generations: Sequence[str], count: Callable[[], int]) -> 
     query: scope and filters) and guarded by `generations`, like the answers themselves: an
     exact total that only changes when a write bumps them. A deep list's count is what costs:
     it scans every matching row, where a page reads only its own."""
+    total = remembered("count", what, generations, lambda: str(count()).encode())
+    return count() if total is None else int(total)
+
+
+def remembered(
+    kind: str, what: Any, generations: Sequence[str], compute: Callable[[], bytes]
+) -> bytes | None:
+    """`compute()`, stored in the response cache under `kind` and `what` (a repr-able
+    description of the query) and guarded by `generations`: computed once per generation by
+    one thread of one process while the others wait for it (see COUNT_CLAIM_SECONDS), and kept
+    by each process that reads it. None when there is no cache or it is unavailable: the
+    caller then works without (for a total: counts itself)."""
     cache = response_cache()
     if cache is None:
-        return count()
-    prefix = f"count:{hashlib.sha256(repr(what).encode()).hexdigest()[:40]}"
+        return None
+    prefix = f"{kind}:{hashlib.sha256(repr(what).encode()).hexdigest()[:40]}"
     # Under the counters' values this request's answer was looked up with, this process may
-    # hold the total already (every other page of the same list): no round trip then.
+    # hold the value already (for every other page of the same list): no round trip then.
     known_key = cache.key_for(prefix, generations, noted_counters())
     if known_key is not None and (copy := cache.local_copy(known_key)) is not None:
-        return int(copy)
+        return copy
     looked = cache.lookup(prefix, generations)
-    if looked is not None and looked.entry is not None:
-        return _kept(cache, looked.key, int(looked.entry))
     if looked is None:  # the cache is unavailable
-        return count()
+        return None
+    if looked.entry is not None:
+        return _kept(cache, looked.key, looked.entry)
     with cache.local_lock(prefix):
-        again = cache.lookup(prefix, generations)  # counted while this one waited?
+        again = cache.lookup(prefix, generations)  # computed while this one waited?
         if again is not None and again.entry is not None:
-            return _kept(cache, again.key, int(again.entry))
+            return _kept(cache, again.key, again.entry)
         key = (again or looked).key
-        claim = f"{key}:counting"
+        claim = f"{key}:computing"
         elsewhere = _claim_or_wait(cache, claim, prefix, generations, key)
         if elsewhere is not None:
             return _kept(cache, key, elsewhere)
         try:
-            total = count()
+            value = compute()
         except BaseException:
-            cache.release(claim)  # a waiter takes the claim and counts instead
+            cache.release(claim)  # a waiter takes the claim and computes instead
             raise
-        cache.set(key, str(total).encode())
-    return _kept(cache, key, total)
+        cache.set(key, value)
+    return _kept(cache, key, value)
 
 
-def _kept(cache: ResponseCache, key: str, total: int) -> int:
-    cache.keep_local_copy(key, str(total).encode())
-    return total
+def _kept(cache: ResponseCache, key: str, value: bytes) -> bytes:
+    cache.keep_local_copy(key, value)
+    return value
 
 
 def _claim_or_wait(
     cache: ResponseCache, claim: str, prefix: str, generations: Sequence[str], key: str
-) -> int | None:
-    """None once this thread should count: it holds the claim, or waited out the claim's time,
-    or the generations moved on (a write: the total being counted would be stale). Else the
-    total another process counted and stored under `key`."""
+) -> bytes | None:
+    """None once this thread should compute: it holds the claim, or waited out the claim's
+    time, or the generations moved on (a write: the value being computed would be stale). Else
+    the value another process computed and stored under `key`."""
     deadline = time.monotonic() + COUNT_CLAIM_SECONDS
     pause = _FIRST_POLL_SECONDS
     while not cache.claim(claim, COUNT_CLAIM_SECONDS) and time.monotonic() < deadline:
@@ -102,5 +115,5 @@ def _claim_or_wait(
         if looked is None or looked.key != key:
             return None
         if looked.entry is not None:
-            return int(looked.entry)
+            return looked.entry
     return None

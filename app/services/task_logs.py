@@ -11,10 +11,10 @@ from flask_sqlalchemy.pagination import Pagination
 from app.cache.invalidation import list_generations
 from app.models.task_log import TaskLogEntry
 from app.repositories import task_logs as log_repo
-from app.repositories.tasks import TaskFilters
+from app.repositories.tasks import TaskFilters, TaskScope
 from app.services.actor import Actor
 from app.services.errors import NotFound
-from app.services.pages import Page, counted
+from app.services.pages import Page, counted, remembered
 from app.services.tasks import DeletedFilter, get_task, list_scope, scope_for
 
 
@@ -25,6 +25,12 @@ def logged_task(entry: TaskLogEntry) -> dict[str, Any]:
         **{column.key: getattr(task, column.key) for column in task.__table__.columns},
         "log": entry,
     }
+
+
+# A day's ordered ids are remembered for its pages up to this many (4 bytes each: 1 MB in the
+# cache, and in each process that reads it); a longer day is paged by OFFSET.
+MAX_REMEMBERED_IDS = 250_000
+_IDS, _TOO_MANY = b"I", b"-"  # what the remembered value starts with
 
 
 def log_view(
@@ -38,9 +44,19 @@ def log_view(
     """The tasks logged on `log_date` (same scoping, filters and pagination as the task list)."""
     scope, filters = list_scope(actor, filters, deleted)
     result: Page[dict[str, Any]] = Page([], page, per_page, 0)
+    generations = list_generations(scope, log_date)
+    ordered_ids = _ordered_ids(log_date, scope, filters, generations)
+    if ordered_ids is not None:
+        skip = len(_IDS)
+        result.total = (len(ordered_ids) - skip) // log_repo.ID_BYTES
+        page_ids = log_repo.ids_at(ordered_ids, skip, result.offset, per_page)
+        if page_ids:
+            pairs = log_repo.log_rows_of_tasks(log_date, page_ids)
+            result.items = [{**task, "log": snapshot} for task, snapshot in pairs]
+        return result
     result.total = counted(
         ("log", log_date, scope, replace(filters, sort=())),  # the order does not change it
-        list_generations(scope, log_date),
+        generations,
         lambda: log_repo.count_log_for_date(log_date, scope, filters),
     )
     if result.offset < result.total:
@@ -53,6 +69,23 @@ def log_view(
             )
             result.items = [logged_task(entry) for entry in entries]
     return result
+
+
+def _ordered_ids(
+    log_date: date, scope: TaskScope, filters: TaskFilters, generations: list[str]
+) -> bytes | None:
+    """The date view's task ids in order (after the tag `_IDS`), remembered in the cache under
+    the list's generations like its total, when the log alone answers the question and the day
+    is not too long: its pages are then read by id. None otherwise (no cache, or unavailable)."""
+    if not log_repo.answerable_from_log(scope, filters):
+        return None
+
+    def every_id() -> bytes:
+        packed = log_repo.log_task_ids(log_date, scope, filters, MAX_REMEMBERED_IDS)
+        return _TOO_MANY if packed is None else _IDS + packed
+
+    value = remembered("log-ids", ("log", log_date, scope, filters), generations, every_id)
+    return value if value is not None and value.startswith(_IDS) else None
 
 
 def get_log_entry(actor: Actor, log_id: int) -> dict[str, Any]:

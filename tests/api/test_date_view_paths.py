@@ -1,7 +1,9 @@
-"""The date view's two ways of reading a day (app/repositories/task_logs.py): from task_logger's
+"""The date view's ways of reading a day (app/repositories/task_logs.py): from task_logger's
 (log_date, task_created_at, task_id) index when the question allows it, else the day joined to
-its tasks. Both must list exactly the same entries in the same order, with the same total, on
-both backends; on PostgreSQL the first must walk the index instead of sorting the day."""
+its tasks; and, where the index path applies, by the day's ordered ids (remembered in the cache,
+a page then read by its ids). All must list exactly the same entries in the same order, with the
+same total, on both backends; on PostgreSQL the index path must walk the index instead of
+sorting the day, and the packed ids must come in the index's order on a day of thousands."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from app.repositories import task_logs as log_repo
 from app.repositories.driver_cursor import compile_for_driver, fetch_all
 from app.repositories.tasks import TaskFilters, TaskScope
 from app.services import loader
+from app.services import task_logs as log_service
 from tests.conftest import Account
 
 DAYS = [date(2030, 3, 12), date(2030, 3, 13), date(2030, 3, 14)]
@@ -265,6 +268,59 @@ def test_a_page_and_its_tasks_are_read_in_one_query_by_the_join_path(
     assert len(statements) == 1, statements
 
 
+def _ordered_ids(day: date, scope: TaskScope, filters: TaskFilters) -> list[int] | None:
+    packed = log_repo.log_task_ids(day, scope, filters, limit=1000)
+    return None if packed is None else log_repo.ids_at(packed, 0, 0, 1000)
+
+
+def test_a_days_ordered_ids_and_their_rows_are_the_index_paths_pages(
+    app: APIFlask, days: Day, app_context: None
+) -> None:
+    for scope_name, scope, filters in _cases(days.alice.id):
+        for day in [*DAYS, UNLOGGED_DAY]:
+            total, listed = _listing(day, scope, filters)
+            assert _ordered_ids(day, scope, filters) == listed, (scope_name, filters, day)
+            packed = log_repo.log_task_ids(day, scope, filters, limit=1000)
+            assert packed is not None
+            for offset in range(0, total + 3, 3):
+                by_offset = log_repo.log_page_rows(day, scope, filters, offset, 3)
+                page_ids = log_repo.ids_at(packed, 0, offset, 3)
+                by_ids = log_repo.log_rows_of_tasks(day, page_ids) if page_ids else []
+                assert by_ids == by_offset, (scope_name, filters, day, offset)
+    assert _listing(DAYS[1], SCOPES["live"], TaskFilters())[0] > 3  # windows at work
+
+
+def test_a_day_with_more_ids_than_the_limit_gives_none_and_the_join_path_gives_none(
+    app: APIFlask, days: Day, app_context: None
+) -> None:
+    scope, filters = SCOPES["live"], TaskFilters()
+    total, listed = _listing(DAYS[1], scope, filters)
+    at_limit = log_repo.log_task_ids(DAYS[1], scope, filters, limit=total)
+    assert at_limit is not None and log_repo.ids_at(at_limit, 0, 0, total + 1) == listed
+    assert log_repo.log_task_ids(DAYS[1], scope, filters, limit=total - 1) is None
+    assert log_repo.log_task_ids(DAYS[1], TaskScope(owner_id=days.alice.id), filters, 99) is None
+    assert log_repo.log_task_ids(DAYS[1], scope, TaskFilters(q="alice"), 99) is None
+
+
+def test_ids_at_reads_a_window_after_the_skipped_bytes_and_stops_at_the_end() -> None:
+    packed = b"I" + b"".join(n.to_bytes(4, "big") for n in (7, 2**31 - 1, 1, 40))
+    assert log_repo.ids_at(packed, 1, 0, 2) == [7, 2**31 - 1]
+    assert log_repo.ids_at(packed, 1, 3, 20) == [40]
+    assert log_repo.ids_at(packed, 1, 4, 20) == []
+    assert log_repo.ids_at(packed, 1, 400, 20) == []
+
+
+def test_a_page_of_remembered_ids_skips_a_task_purged_since(
+    app: APIFlask, days: Day, app_context: None
+) -> None:
+    scope, filters = SCOPES["live"], TaskFilters()
+    _, listed = _listing(DAYS[1], scope, filters)
+    db.session.execute(text("DELETE FROM task_manager WHERE id = :id"), {"id": listed[1]})
+    db.session.commit()  # the day's entries of the task go with it (ON DELETE CASCADE)
+    rows = log_repo.log_rows_of_tasks(DAYS[1], listed[:3])
+    assert [task["id"] for task, _ in rows] == [listed[0], listed[2]]
+
+
 def test_the_date_view_pages_match_through_the_api(
     app: APIFlask,
     client: FlaskClient,
@@ -296,7 +352,12 @@ def test_the_date_view_pages_match_through_the_api(
         {"priority": "HIGH", "sort": "-id"},
         {"status": "active", "created_from": "2030-03-02"},
     ]
+    by_ids = [pages(**q) for q in queries]
+    # A day longer than the ids the service remembers is paged by OFFSET on the index path.
+    monkeypatch.setattr(log_service, "MAX_REMEMBERED_IDS", 3)
+    app.extensions["response_cache"].bump([GLOBAL_GENERATION])  # answer again, not from cache
     fast = [pages(**q) for q in queries]
+    assert fast == by_ids
     _general_path(monkeypatch)
     app.extensions["response_cache"].bump([GLOBAL_GENERATION])  # answer again, not from cache
     general = [pages(**q) for q in queries]
@@ -317,15 +378,9 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-def test_a_page_of_a_big_day_walks_the_index_instead_of_sorting_the_day(
-    app: APIFlask,
-    backend: str,
-    alice: Account,
-    app_context: None,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    if backend != "postgresql":
-        pytest.skip("the plan is PostgreSQL's")
+def _big_day(alice: Account) -> None:
+    """PLAN_TASKS tasks logged on DAYS[0], many sharing a creation instant, some soft-deleted
+    since; the tables analysed."""
     base = datetime(2030, 1, 1, tzinfo=UTC)
     db.session.execute(
         insert(Task),
@@ -349,6 +404,41 @@ def test_a_page_of_a_big_day_walks_the_index_instead_of_sorting_the_day(
     db.session.execute(text("ANALYZE task_logger"))
     db.session.execute(text("ANALYZE task_manager"))
     db.session.commit()
+
+
+def test_a_big_days_packed_ids_come_in_the_order_of_its_pages(
+    app: APIFlask, backend: str, alice: Account, app_context: None
+) -> None:
+    """On PostgreSQL the ids are packed by an aggregate over the ordered page of the day (see
+    app.repositories.task_logs._log_ids_statement): they must be in the order OFFSET pages
+    list, for every order, on a day of thousands with ties."""
+    if backend != "postgresql":
+        pytest.skip("the packing aggregate is PostgreSQL's")
+    _big_day(alice)
+    for scope in SCOPES.values():
+        for sort in SORTS:
+            filters = TaskFilters(sort=sort)
+            by_offset: list[int] = []
+            for offset in range(0, PLAN_TASKS, 1000):
+                rows = log_repo.log_page_rows(DAYS[0], scope, filters, offset, 1000)
+                assert rows is not None
+                by_offset += [task["id"] for task, _ in rows]
+            packed = log_repo.log_task_ids(DAYS[0], scope, filters, limit=PLAN_TASKS)
+            assert packed is not None
+            assert log_repo.ids_at(packed, 0, 0, PLAN_TASKS) == by_offset, (scope, sort)
+            assert len(by_offset) == PLAN_TASKS - (10 if scope == SCOPES["live"] else 0)
+
+
+def test_a_page_of_a_big_day_walks_the_index_instead_of_sorting_the_day(
+    app: APIFlask,
+    backend: str,
+    alice: Account,
+    app_context: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("the plan is PostgreSQL's")
+    _big_day(alice)
 
     # The statement the service runs on the driver's cursor, with the values it binds.
     served: list[tuple[Any, dict[str, Any]]] = []

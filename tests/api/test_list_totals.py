@@ -1,8 +1,9 @@
-"""A list's total is counted once per generation and then kept by each process as well: the
-other pages of the same list (looked up under the same generation values as the total) read the
-process's copy without a round trip to the cache; a write bumps the generations, and the next
-page counts again instead of reading a copy that is out of date. Through the hot-path middleware
-and through Flask, for the task list and the date view."""
+"""A list's total (the date view's: its ordered ids, whose number is the total) is counted once
+per generation and then kept by each process as well: the other pages of the same list (looked
+up under the same generation values as the total) read the process's copy without a round trip
+to the cache; a write bumps the generations, and the next page counts again instead of reading a
+copy that is out of date. Through the hot-path middleware and through Flask, for the task list
+and the date view."""
 
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ DAY = date(2031, 6, 2)
 
 @pytest.fixture
 def count_lookups(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The prefixes of the totals looked up in the cache (not in a process's copy)."""
+    """The prefixes of the totals (and the date view's ordered ids) looked up in the cache, not
+    in a process's copy."""
     cache: ResponseCache = app.extensions["response_cache"]
     cache.bump([GLOBAL_GENERATION])  # nothing an earlier test cached can match
     seen: list[str] = []
     real = cache.lookup
 
     def spy(prefix: str, *args: Any, **kwargs: Any) -> Any:
-        if prefix.startswith("count:"):
+        if prefix.startswith(("count:", "log-ids:")):
             seen.append(prefix)
         return real(prefix, *args, **kwargs)
 
