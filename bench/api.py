@@ -636,7 +636,7 @@ def main() -> None:
     # misses: 250 list pages (the seed's narrowest filter, inactive with one priority, has 250
     # full pages) x 60 filters and orders; 1,000 of each log day's 5,000 pages x 10 days.
     parser.add_argument("--max-page", type=int, default=250, help="random list pages: 1..N")
-    parser.add_argument("--date-max-page", type=int, default=1000, help="random log pages: 1..N")
+    parser.add_argument("--date-max-page", type=int, default=5000, help="random log pages: 1..N")
     parser.add_argument(
         "--only",
         default="",

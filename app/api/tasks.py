@@ -20,7 +20,8 @@ from app.api.caching import (
 from app.api.current_user import current_user
 from app.api.direct_writes import direct_write
 from app.api.pagination import Pagination, paginated
-from app.cache.store import date_generation, task_generation
+from app.cache.invalidation import log_generations
+from app.cache.store import task_generation
 from app.extensions import token_auth
 from app.models import Role
 from app.repositories.tasks import TaskFilters
@@ -55,7 +56,7 @@ VISIBILITY = (
 
 def _list_generations(user: Actor, args: MultiDict[str, str]) -> list[str]:
     day = args.get("date")
-    return scope_generations(user) + ([date_generation(day)] if day else [])
+    return scope_generations(user) + (log_generations(day) if day else [])
 
 
 def _list_answer(

@@ -26,6 +26,7 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from app.cache.store import (
+    DELETIONS_GENERATION,
     GLOBAL_GENERATION,
     ResponseCache,
     auth_generation,
@@ -47,31 +48,45 @@ def user_scope(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-def task_generations(task_id: int, owners: Iterable[int | None]) -> set[str]:
+def task_generations(
+    task_id: int, owners: Iterable[int | None], deletion: bool = False
+) -> set[str]:
     """The counters guarding every answer that could contain the task: its own, the staff lists,
-    and the lists of each of its `owners` (the users who see it, or saw it before a change)."""
+    and the lists of each of its `owners` (the users who see it, or saw it before a change);
+    with `deletion` (its deleted state changed, or its row went) the deletions' too."""
     names = {task_generation(task_id), scope_generation(STAFF_SCOPE)}
     names.update(scope_generation(user_scope(uid)) for uid in owners if uid is not None)
+    if deletion:
+        names.add(DELETIONS_GENERATION)
     return names
 
 
-def generations_of_task(task: Task) -> set[str]:
-    """`task_generations` of a flushed task, its owners before this change included."""
+def generations_of_task(task: Task, gone: bool = False) -> set[str]:
+    """`task_generations` of a flushed task, its owners before this change included; `gone`
+    when its row was deleted."""
     state = inspect(task)
     owners: set[Any] = {task.created_by_id, task.assigned_user_id}
     owners.update(state.attrs.assigned_user_id.history.deleted or ())
     owners.update(state.attrs.created_by_id.history.deleted or ())
-    return task_generations(task.id, owners)
+    deletion = gone or state.attrs.deleted_at.history.has_changes()
+    return task_generations(task.id, owners, deletion)
 
 
 def list_generations(scope: TaskScope, log_date: date | None = None) -> list[str]:
     """The counters guarding a list of the tasks `scope` sees (or of their log on `log_date`):
-    the staff lists, or the lists of the one user the scope is limited to."""
+    the staff lists, or the lists of the one user the scope is limited to; for a log, also
+    `log_generations`."""
     owner = scope.owner_id
     names = [scope_generation(STAFF_SCOPE if owner is None else user_scope(owner))]
     if log_date is not None:
-        names.append(date_generation(log_date.isoformat()))
+        names += log_generations(log_date.isoformat())
     return names
+
+
+def log_generations(day: str) -> list[str]:
+    """The counters guarding what is read from a day's log alone, tasks' fields aside: the day's
+    (a loader run) and the deletions' (which tasks it lists)."""
+    return [date_generation(day), DELETIONS_GENERATION]
 
 
 def current_cache() -> ResponseCache | None:
@@ -108,7 +123,7 @@ def _collect(session: Session, _flush: UOWTransaction) -> None:
     pending: set[str] = session.info.setdefault(PENDING_KEY, set())
     for obj in (*session.new, *session.dirty, *session.deleted):
         if isinstance(obj, Task) and obj.id is not None:
-            pending.update(generations_of_task(obj))
+            pending.update(generations_of_task(obj, gone=obj in session.deleted))
         elif (user_id := _changes_sessions(obj, session)) is not None:
             pending.add(auth_generation(user_id))
 
@@ -119,7 +134,9 @@ def _collect_bulk(state: ORMExecuteState) -> None:
         return
     classes = {mapper.class_ for mapper in state.all_mappers}
     pending: set[str] = state.session.info.setdefault(PENDING_KEY, set())
-    written: tuple[int, Iterable[int | None]] | None = state.execution_options.get(TASK_WRITTEN)
+    written: tuple[int, Iterable[int | None], bool] | None = state.execution_options.get(
+        TASK_WRITTEN
+    )
     if written is not None:  # one task's row, by its id (app.repositories.tasks.write_task_row)
         pending.update(task_generations(*written))
     # Any other UPDATE/DELETE of tasks (not through objects) may touch any task: bump everything.

@@ -49,6 +49,12 @@ def task_generation(task_id: int) -> str:
     return f"gen:task:{task_id}"
 
 
+# Bumped when a task's deleted state changes or its row goes (soft delete, restore, purge): with
+# a day's counter it guards what the date view reads from the log alone (a day's ordered ids),
+# which no other change to a task can alter (the log's snapshots and creation times are fixed).
+DELETIONS_GENERATION = "gen:deletions"
+
+
 def auth_generation(user_id: int) -> str:
     """Bumped when the user's role or active flag changes or one of their sessions is revoked:
     it guards what a process remembers of that user's sessions (app.auth.session_memory)."""

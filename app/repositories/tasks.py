@@ -356,7 +356,8 @@ def add_audit_entry(values: dict[str, Any]) -> None:
 
 
 # Execution option of `write_task_row`'s statement: (task id, the users who see the task before
-# and after it), for app.cache.invalidation, which bumps exactly the answers that could contain it.
+# and after it, whether its deleted state changes), for app.cache.invalidation, which bumps
+# exactly the answers that could contain it.
 TASK_WRITTEN = "task_written"
 _AUDIT_FIELDS = ("actor_id", "action", "changes", "created_at")  # an audit row's, task_id aside
 
@@ -444,7 +445,7 @@ def write_task_row(
     still at the version `task` (its column values) was read at; the task as written, or None
     if a concurrent write got in first. The session's commit invalidates what it wrote
     (app.cache.invalidation: `task_written`)."""
-    written = {TASK_WRITTEN: (task["id"], owners_of_write(task, values))}
+    written = {TASK_WRITTEN: (task["id"], owners_of_write(task, values), "deleted_at" in values)}
     statement = _task_write_statement(tuple(sorted(values)))
     result = db.session.execute(
         statement, _write_parameters(task, values), execution_options=written

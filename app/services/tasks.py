@@ -103,7 +103,8 @@ def _write_unlocked(
         return _write_in_session(task, values, audit)
     written = task_repo.write_task_row_at_once(task, values, audit)
     if written is not None:  # committed outside the session, whose hooks do not see it
-        bump(task_generations(task["id"], task_repo.owners_of_write(task, values)))
+        owners = task_repo.owners_of_write(task, values)
+        bump(task_generations(task["id"], owners, deletion="deleted_at" in values))
     return written
 
 
