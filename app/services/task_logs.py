@@ -75,7 +75,7 @@ def _ordered_ids(log_date: date, scope: TaskScope, filters: TaskFilters) -> byte
     the log alone answers the question and the day is not too long: its pages are then read by
     id. None otherwise (no cache, or unavailable). Guarded by the day's and the deletions'
     counters only: an edit of a task changes its fields on the page, not which tasks the day
-    lists nor their order, so it does not cost the day's ids again (they cost 10-40 ms)."""
+    lists nor their order, so it does not cost the day's ids again (~15-20 ms a day of 100,000)."""
     if not log_repo.answerable_from_log(scope, filters):
         return None
 

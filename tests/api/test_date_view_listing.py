@@ -40,18 +40,25 @@ def listing_computations(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iter
     yield stored
 
 
-@pytest.mark.parametrize("path", ["hot path", "flask"])
-def test_an_edit_shows_at_once_and_only_a_deletion_costs_the_days_ids_again(
+@pytest.fixture(params=["hot path", "flask"])
+def headers(
+    request: pytest.FixtureRequest,
     app: APIFlask,
     client: FlaskClient,
     admin: Account,
-    listing_computations: list[str],
     monkeypatch: pytest.MonkeyPatch,
-    path: str,
-) -> None:
+) -> dict[str, str]:
+    """The admin's Authorization header; their requests answered by the hot-path middleware
+    (the process remembers the session) or, with it turned off, by Flask."""
     headers = logged_in_and_remembered(client, admin)
-    if path == "flask":
+    if request.param == "flask":
         monkeypatch.setattr(hot_paths_of(app), "enabled", False)
+    return headers
+
+
+def test_an_edit_shows_at_once_and_only_a_deletion_costs_the_days_ids_again(
+    app: APIFlask, client: FlaskClient, headers: dict[str, str], listing_computations: list[str]
+) -> None:
     created = [client.post("/task", json={"task_name": f"t{n}"}, headers=headers) for n in range(4)]
     assert all(response.status_code == 201 for response in created)
     ids = [response.json["id"] for response in created]
@@ -89,18 +96,9 @@ def test_an_edit_shows_at_once_and_only_a_deletion_costs_the_days_ids_again(
     assert (only["total"], [item["id"] for item in only["items"]]) == (1, [ids[0]])
 
 
-@pytest.mark.parametrize("path", ["hot path", "flask"])
 def test_a_purge_drops_the_task_from_the_days_listing(
-    app: APIFlask,
-    client: FlaskClient,
-    admin: Account,
-    listing_computations: list[str],
-    monkeypatch: pytest.MonkeyPatch,
-    path: str,
+    app: APIFlask, client: FlaskClient, headers: dict[str, str], listing_computations: list[str]
 ) -> None:
-    headers = logged_in_and_remembered(client, admin)
-    if path == "flask":
-        monkeypatch.setattr(hot_paths_of(app), "enabled", False)
     ids = [
         client.post("/task", json={"task_name": f"p{n}"}, headers=headers).json["id"]
         for n in range(3)
