@@ -46,12 +46,15 @@ COUNT_CLAIM_SECONDS = 5.0
 _FIRST_POLL_SECONDS, _LAST_POLL_SECONDS = 0.002, 0.01
 
 
+TOTALS = "count"  # the kind of value `counted` remembers (see `remembered`)
+
+
 def counted(what: Any, generations: Sequence[str], count: Callable[[], int]) -> int:
     """`count()`, remembered in the response cache under `what` (a repr-able description of the
     query: scope and filters) and guarded by `generations`, like the answers themselves: an
     exact total that only changes when a write bumps them. A deep list's count is what costs:
     it scans every matching row, where a page reads only its own."""
-    total = remembered("count", what, generations, lambda: str(count()).encode())
+    total = remembered(TOTALS, what, generations, lambda: str(count()).encode())
     return count() if total is None else int(total)
 
 

@@ -31,6 +31,7 @@ def logged_task(entry: TaskLogEntry) -> dict[str, Any]:
 # cache, and in each process that reads it); a longer day is paged by OFFSET.
 MAX_REMEMBERED_IDS = 250_000
 _IDS, _TOO_MANY = b"I", b"-"  # what the remembered value starts with
+DAY_IDS = "log-ids"  # the kind of value remembered (app.services.pages.remembered)
 
 
 def log_view(
@@ -84,7 +85,7 @@ def _ordered_ids(log_date: date, scope: TaskScope, filters: TaskFilters) -> byte
         return _TOO_MANY if packed is None else _IDS + packed
 
     generations = log_generations(log_date.isoformat())
-    value = remembered("log-ids", ("log", log_date, scope, filters), generations, every_id)
+    value = remembered(DAY_IDS, ("log", log_date, scope, filters), generations, every_id)
     return value if value is not None and value.startswith(_IDS) else None
 
 
