@@ -107,8 +107,9 @@ def _decode(stored: bytes) -> Response:
 Generations = Callable[..., Sequence[str]]
 CACHE_GENERATIONS = "cache_generations"  # attribute of a cached view: its `generations`
 # direct(actor, query_args, base_url, **view_args) -> what the view answers with status 200 (its
-# serialised output and headers), or None; it raises pydantic's ValidationError or a DomainError
-# where the view answers otherwise. Computed without Flask's dispatch (see `direct_answer`).
+# serialised output, as JSON-ready values or an orjson.Fragment of its JSON, and headers), or
+# None; it raises pydantic's ValidationError or a DomainError where the view answers otherwise.
+# Computed without Flask's dispatch (see `direct_answer`).
 Direct = Callable[..., "tuple[Any, dict[str, str]] | None"]
 CACHE_DIRECT = "cache_direct"  # attribute of a cached view: its `direct`
 # WSGI environ: the answer read with the session's counters (before Flask, by app.api.hot_paths)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import url_for
+from flask import current_app, url_for
 from werkzeug.datastructures import MultiDict
 
 from app.api.caching import (
@@ -19,12 +19,14 @@ from app.api.caching import (
 )
 from app.api.current_user import current_user
 from app.api.direct_writes import direct_write
+from app.api.json_provider import indents_answers
 from app.api.pagination import Pagination, paginated
 from app.cache.invalidation import log_generations
 from app.cache.store import task_generation
 from app.extensions import token_auth
 from app.models import Role
 from app.repositories.tasks import TaskFilters
+from app.schemas.column_json import task_json, task_page_json
 from app.schemas.common import PageQuery
 from app.schemas.tasks import (
     AuditPage,
@@ -66,6 +68,9 @@ def _list_answer(
     given = args.to_dict()
     query = TaskListQuery.model_validate(given)  # as APIFlask reads a query
     body, _, headers = paginated(_tasks_page(actor, query), given, base_url)
+    encoded = None if indents_answers(current_app) else task_page_json(body)
+    if encoded is not None:
+        return encoded, headers
     return TaskPage.model_validate(body).model_dump(mode="json", by_alias=True), headers
 
 
@@ -130,8 +135,11 @@ def _task_answer(
     fields = task_service.visible_task_fields(actor, task_id)
     if fields is None:
         return None
-    data = TaskOut.model_validate(fields).model_dump(mode="json", by_alias=True)
-    return data, {"ETag": quote_etag(task_service.version_tag(fields))}
+    headers = {"ETag": quote_etag(task_service.version_tag(fields))}
+    encoded = None if indents_answers(current_app) else task_json(fields)
+    if encoded is not None:
+        return encoded, headers
+    return TaskOut.model_validate(fields).model_dump(mode="json", by_alias=True), headers
 
 
 @bp.get("/task/<int:task_id>")
