@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from apiflask import APIBlueprint
 from flask import current_app, url_for
+from pydantic import BaseModel
 from werkzeug.datastructures import MultiDict
 
 from app.api.caching import (
@@ -68,10 +70,17 @@ def _list_answer(
     given = args.to_dict()
     query = TaskListQuery.model_validate(given)  # as APIFlask reads a query
     body, _, headers = paginated(_tasks_page(actor, query), given, base_url)
-    encoded = None if indents_answers(current_app) else task_page_json(body)
+    return _output_of(TaskPage, task_page_json, body), headers
+
+
+def _output_of(model: type[BaseModel], encode: Callable[[Any], Any], values: Any) -> Any:
+    """`model`'s output of `values` for the hot path: encoded from the column values by
+    `encode` (app.schemas.column_json), or by the model where it answers None or in debug mode
+    (indented answers, which an encoded fragment is not)."""
+    encoded = None if indents_answers(current_app) else encode(values)
     if encoded is not None:
-        return encoded, headers
-    return TaskPage.model_validate(body).model_dump(mode="json", by_alias=True), headers
+        return encoded
+    return model.model_validate(values).model_dump(mode="json", by_alias=True)
 
 
 def _tasks_page(actor: Actor, query: TaskListQuery) -> Pagination:
@@ -136,10 +145,7 @@ def _task_answer(
     if fields is None:
         return None
     headers = {"ETag": quote_etag(task_service.version_tag(fields))}
-    encoded = None if indents_answers(current_app) else task_json(fields)
-    if encoded is not None:
-        return encoded, headers
-    return TaskOut.model_validate(fields).model_dump(mode="json", by_alias=True), headers
+    return _output_of(TaskOut, task_json, fields), headers
 
 
 @bp.get("/task/<int:task_id>")
