@@ -9,21 +9,22 @@ from gunicorn.glogging import Logger
 from pythonjsonlogger.json import JsonFormatter
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '5000')}")
-# With Redis (workers share the cache and the rate-limit counts): two single-threaded workers per
+# With Redis (workers share the cache and the rate-limit counts): one single-threaded worker per
 # core. The threads of one worker take turns on its interpreter lock, and a thread woken by a
 # reply from PostgreSQL or Redis waits for it, each handoff costing both threads CPU and latency;
-# separate processes are scheduled by the kernel instead, and two per core keep a core busy while
-# one of them waits on the database. Measured by bench/api.py's scenarios on 2 cores, one after
-# the other on the same machine (4 workers x 1 thread against 2 x 2): list misses 1,630 req/s
-# against 960, date-view misses 1,240 against 790, GET /task/<id> misses 2,010 against 1,720,
-# PUTs 1,160 against 1,000, cache hits 3,570 against 3,440, at lower or equal p99; the bare-Flask
-# ceiling did not change (5,450 against 5,600). (An earlier measurement found 4 workers x 2
-# threads answering 25-35% fewer GET /task/<id> misses than 2 x 2.)
+# separate processes are scheduled by the kernel instead. More processes than cores cost more
+# than they gain where PostgreSQL and Redis share the cores (a switch between processes leaves
+# each one's caches cold): bench/api.py --repeat 3 on 2 cores, 2 workers x 1 thread against 4 x 1
+# (the default until then), on the same machine minutes apart: date-view misses 0.27 x ceiling
+# against 0.18 (p99 34 ms against 62), list misses 0.27 against 0.27 (p99 41 against 55),
+# GET /task/<id> misses 0.40 against 0.35 (p99 25 against 55), PUT p99 41 ms against 112, cache
+# hits 0.71/0.66 against 0.76/0.64 x ceiling. (Earlier: 4 x 1 answered 15-70% more misses than
+# 2 x 2, and 4 x 2 25-35% fewer GET /task/<id> misses than 2 x 2.)
 # Without Redis (the embedded default) the response cache and rate-limit counts live in each
 # process, so one worker keeps them exact, with two threads so that one slow request does not
 # hold up the next.
 _with_redis = bool(os.environ.get("REDIS_URL"))
-_default_workers = 2 * multiprocessing.cpu_count() if _with_redis else 1
+_default_workers = multiprocessing.cpu_count() if _with_redis else 1
 workers = int(os.environ.get("WEB_CONCURRENCY", _default_workers))
 # A database farther away than this host (round trips of milliseconds) needs more threads, or
 # more workers.

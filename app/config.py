@@ -214,7 +214,16 @@ class Settings(BaseSettings):
             # (app.database.fixed_plan_engine).
             connect_args = dict(engine_options["connect_args"])
             connect_args["options"] += " -c plan_cache_mode=force_generic_plan"
-            fixed_plans = {"url": self.database_url, **engine_options, "connect_args": connect_args}
+            # Its statements each stand alone (app.repositories.driver_cursor): its connections
+            # are in autocommit from the start and have no transaction to roll back when they
+            # come back, so the pool neither switches them nor resets them on every use.
+            fixed_plans = {
+                "url": self.database_url,
+                **engine_options,
+                "connect_args": connect_args,
+                "isolation_level": "AUTOCOMMIT",
+                "pool_reset_on_return": None,
+            }
         production_like = self.is_production_like
         return {
             "APP_ENV": self.app_env.value,

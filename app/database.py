@@ -68,12 +68,13 @@ def install_connection_rules(app: Flask, ping_idle_seconds: float) -> None:
     """PostgreSQL connections (every pool's): ping one idle longer than `ping_idle_seconds`
     before handing it out (SQLAlchemy's pool_pre_ping pings every checkout: a round trip per
     request), and run read-only sessions in autocommit (`read_in_autocommit`)."""
+    fixed: Engine | None = app.extensions.get(_FIXED_PLAN_ENGINE)
     for engine in _all_engines(app):
         if engine.dialect.name == "postgresql":
-            _install_rules(engine, ping_idle_seconds)
+            _install_rules(engine, ping_idle_seconds, always_autocommit=engine is fixed)
 
 
-def _install_rules(engine: Engine, ping_idle_seconds: float) -> None:
+def _install_rules(engine: Engine, ping_idle_seconds: float, always_autocommit: bool) -> None:
     @event.listens_for(engine, "checkout")
     def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         idle = time.monotonic() - record.info.get(_LAST_USED, 0.0)
@@ -90,7 +91,7 @@ def _install_rules(engine: Engine, ping_idle_seconds: float) -> None:
     @event.listens_for(engine, "checkin")
     def _mark_used(dbapi_connection: Any, record: Any) -> None:
         record.info[_LAST_USED] = time.monotonic()
-        if getattr(dbapi_connection, "autocommit", False):
+        if not always_autocommit and getattr(dbapi_connection, "autocommit", False):
             dbapi_connection.autocommit = False
 
 

@@ -14,10 +14,12 @@ Needs `wrk` on PATH (Debian: apt-get install wrk), PostgreSQL (BENCH_DATABASE_UR
   2. serves the API with gunicorn -c gunicorn.conf.py on a free loopback port, and the ceiling
      (bench/ceiling_app.py: no database, the same JSON page, serialised on every request by the
      API's own JSON provider) with the same gunicorn settings: by default gunicorn.conf.py's
-     defaults with Redis on this machine (two workers per core, one thread each); for
+     defaults with Redis on this machine (one worker per core, one thread each); for
      reference, the ceiling once more with Flask's own (standard-library) JSON provider;
   3. logs in as a `user` and as the admin, and drives each scenario with wrk and
-     bench/wrk_api.lua, --repeat times (3; each run after a few seconds of unmeasured warm-up):
+     bench/wrk_api.lua, --repeat times (3; each run after a few seconds of unmeasured warm-up,
+     then, before a cache-miss or write run, with every cached answer deleted but the lists'
+     totals and days' ids kept, as a running service has them; --cold-cache flushes those too):
      a single run depends on how wrk's 16 connections happen to land on the workers. Each API
      run comes right after a run of the ceiling's: this host's speed drifts by 20% and more
      within minutes, so a row is compared with the ceiling measured next to it, not minutes
@@ -60,6 +62,8 @@ from flask_migrate import upgrade
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from app.services.pages import TOTALS
+from app.services.task_logs import DAY_IDS
 from bench.common import DEFAULT_SERVER, throwaway_database
 from bench.ram_postgres import ram_postgres
 
@@ -71,11 +75,38 @@ LOGIN_PATH = "/login"
 PAGE_PATH = "/tasks?page=1&per_page=20"
 
 WARM_RATIO, MISS_RATIO, MAX_P99_MS = 0.6, 0.3, 50.0
+# The service as it is deployed (and the ceiling alike): development turns on Flask's debug mode,
+# whose answers are indented and computed by the output models on the hot path (app.api.tasks.
+# _output_of), which is not what a production server runs. Production refuses placeholder
+# secrets: the runs get random ones (secrets.token_hex(20): 40 characters).
+BENCH_APP_ENV = "production"
 # A cache-miss row measures misses only if most of its answers are: random requests over a space
 # too small for the machine's speed repeat, and the repeats are hits (seen: 82% hits over 3,000
 # list pages in 10 s). Such a row fails, whatever its req/s: raise --max-page / --date-max-page.
 MAX_MISS_ROW_HIT_RATE = 0.5
 BUSY_MACHINE_PCT = 10.0  # CPU share of other processes above which the figures are flagged
+
+
+# --- the cache between runs --------------------------------------------------------------
+
+# What a list remembers for all of its pages (its total, a day's ordered ids), stored beside the
+# answers, under the same key prefix (app.services.pages.remembered).
+REMEMBERED_KINDS = (TOTALS, DAY_IDS)
+ANSWER_KEYS = "resp:*"
+
+
+def forget_answers(cache: redis.Redis) -> int:
+    """Delete every cached answer, keeping the counters and what the lists remember for all of
+    their pages: a service that has been running has those, and the cache-miss rows are about
+    answers nobody asked for yet, not about the first request of a list after Redis lost
+    everything (that one counts the list or reads the day's ids: 10-40 ms, then no more; see
+    --cold-cache). Returns how many were deleted."""
+    kept = tuple(f"resp:{kind}:".encode() for kind in REMEMBERED_KINDS)
+    doomed = [key for key in cache.scan_iter(match=ANSWER_KEYS, count=1000)]
+    doomed = [key for key in doomed if not key.startswith(kept)]
+    for start in range(0, len(doomed), 1000):
+        cache.unlink(*doomed[start : start + 1000])
+    return len(doomed)
 
 
 # --- seeding --------------------------------------------------------------------------------
@@ -628,9 +659,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     # gunicorn.conf.py's defaults for a deployment with Redis on this machine (given explicitly:
     # the ceiling has no REDIS_URL, and the same settings must serve both).
-    parser.add_argument(
-        "--workers", type=int, default=2 * (os.cpu_count() or 1), help="WEB_CONCURRENCY"
-    )
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="WEB_CONCURRENCY")
     parser.add_argument("--gunicorn-threads", type=int, default=1, help="GUNICORN_THREADS")
     # Random pages over spaces larger than the requests a run makes, so that the cache mostly
     # misses: 250 list pages (the seed's narrowest filter, inactive with one priority, has 250
@@ -649,6 +678,12 @@ def main() -> None:
         help="a diagnostic: a throwaway PostgreSQL on tmpfs instead of --server (no disk flushes)",
     )
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
+    parser.add_argument(
+        "--cold-cache",
+        action="store_true",
+        help="flush all of Redis before each cache-miss run (lists' totals and days' ids too), "
+        "instead of deleting only the cached answers",
+    )
     args = parser.parse_args()
 
     if shutil.which("wrk") is None:
@@ -698,7 +733,7 @@ def run(
         **gunicorn_env,
         "DATABASE_URL": url,
         "REDIS_URL": args.redis_url,
-        "APP_ENV": "development",
+        "APP_ENV": BENCH_APP_ENV,
         "SECRET_KEY": secrets.token_hex(20),
         "JWT_SECRET_KEY": secrets.token_hex(20),
         "RATELIMIT_ENABLED": "false",
@@ -712,7 +747,7 @@ def run(
         f"GUNICORN_BIND=127.0.0.1:<free port>"
     )
     print(
-        "API env: APP_ENV=development RATELIMIT_ENABLED=false ACCESS_TOKEN_TTL_SECONDS=3600 "
+        f"API env: APP_ENV={BENCH_APP_ENV} RATELIMIT_ENABLED=false ACCESS_TOKEN_TTL_SECONDS=3600 "
         f"DB_POOL_SIZE=10 REDIS_URL={args.redis_url}"
     )
     print(
@@ -733,7 +768,7 @@ def run(
     ceiling = start_server(
         "ceiling",
         "bench.ceiling_app:create_app()",
-        {**gunicorn_env, "APP_ENV": "development", "CEILING_PAGE_FILE": str(page_file)},
+        {**gunicorn_env, "APP_ENV": BENCH_APP_ENV, "CEILING_PAGE_FILE": str(page_file)},
         tmp,
         servers,
     )
@@ -747,7 +782,7 @@ def run(
         "bench.ceiling_app:create_app()",
         {
             **gunicorn_env,
-            "APP_ENV": "development",
+            "APP_ENV": BENCH_APP_ENV,
             "CEILING_PAGE_FILE": str(page_file),
             "CEILING_JSON": "flask",
         },
@@ -798,18 +833,27 @@ def run(
         "(f) ceiling: bare Flask, same page", "ceiling", PAGE_PATH, admin_token, ("fixed",)
     )
 
-    print("\nrunning (each: warm-up, then Redis flushed unless the scenario is cache-warm):")
+    forgotten = (
+        "Redis flushed"
+        if args.cold_cache
+        else "the cached answers deleted (lists' totals and days' ids kept)"
+    )
+    print(f"\nrunning (each: warm-up, then {forgotten} unless the scenario is cache-warm):")
     rows: list[Row] = []
     other_load = OtherLoad(make_url(url).database or "", servers)
 
     def one_run(server: Server, scenario: Scenario) -> tuple[WrkResult, float]:
-        """One run of the scenario after its warm-up (and its flush of the cache unless it is
-        a cache-warm one), and the CPU share other processes took meanwhile."""
+        """One run of the scenario after its warm-up (and, unless it is a cache-warm one, with
+        the cached answers deleted: `forget_answers`), and the CPU share other processes took
+        meanwhile."""
         target = server.base_url + scenario.path
         if opts.warmup > 0:
             run_wrk(target, scenario.token, scenario.mode, opts.warmup, opts)
         if scenario.kind in ("miss", "write"):
-            cache.flushdb()
+            if args.cold_cache:
+                cache.flushdb()
+            else:
+                forget_answers(cache)
         with other_load.measure() as share:
             out = run_wrk(target, scenario.token, scenario.mode, opts.duration, opts)
         result = parse_wrk(out)

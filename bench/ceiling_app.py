@@ -4,13 +4,14 @@
 
 Every path answers a JSON page like GET /tasks?per_page=20: 20 task-like items and the page
 fields, serialised on each request by the API's own JSON provider (app.api.json_provider, in the
-same debug mode, so the bodies match byte for byte). A request without
+same mode as the API's, so the bodies match byte for byte). A request without
 `Authorization: Bearer <something>` gets a 401.
 
 CEILING_PAGE_FILE names a JSON file holding a real page of the API (bench/api.py saves one) to
 serve as is; without it a synthetic page of the same shape is built. CEILING_JSON=flask keeps
 Flask's own JSON provider (the standard library's json), for reference. APP_ENV=development turns on
-Flask's debug mode, as it does for the API (it changes how JSON is formatted).
+Flask's debug mode, as it does for the API (it changes how JSON is formatted: indented);
+bench/api.py runs both as production (compact).
 """
 
 from __future__ import annotations

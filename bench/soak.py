@@ -28,6 +28,7 @@ from pathlib import Path
 import redis
 
 from bench.api import (
+    BENCH_APP_ENV,
     DEFAULT_REDIS,
     PASSWORD,
     Server,
@@ -97,7 +98,7 @@ def soak(args: argparse.Namespace, url: str, tmp: Path, servers: list[Server]) -
     env = {
         "DATABASE_URL": url,
         "REDIS_URL": args.redis_url,
-        "APP_ENV": "development",
+        "APP_ENV": BENCH_APP_ENV,
         "SECRET_KEY": secrets.token_hex(20),
         "JWT_SECRET_KEY": secrets.token_hex(20),
         "RATELIMIT_ENABLED": "false",

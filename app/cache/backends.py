@@ -181,7 +181,9 @@ class RedisBackend:
                 packed = connection.pack_commands(  # type: ignore[no-untyped-call]
                     [("CLIENT", "REPLY", "SKIP"), command]
                 )
-                connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
+                # One write: redis-py keeps a large value as a chunk of its own, and each chunk
+                # costs a send (and a poll before it) of its own.
+                connection.send_packed_command([b"".join(packed)])  # type: ignore[no-untyped-call]
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
 

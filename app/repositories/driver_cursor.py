@@ -85,15 +85,15 @@ def fetch_all(
     engine: Engine, statement: Statement, values: Mapping[str, Any], limit: int | None = None
 ) -> list[dict[str, Any]]:
     """The rows of `statement` (the first `limit` of them) as {column key: value}, on a pooled
-    connection: in autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips; app.database's
-    check-in hook turns it off again). The pool resets the connection when it comes back, and
-    discards it if that fails (a dead connection)."""
+    connection: in autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips: the fixed-plan
+    pool's connections stay in autocommit, and the pool has nothing to reset when they come
+    back). A connection the driver reports lost is discarded, not given back."""
     driver_statement = compile_for_driver(statement, engine.dialect)
     driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
     try:
         connection = engine.raw_connection()  # raises SQLAlchemy's errors already
+        dbapi_connection: Any = connection.dbapi_connection
         try:
-            dbapi_connection: Any = connection.dbapi_connection
             if engine.dialect.name == "postgresql" and not dbapi_connection.autocommit:
                 dbapi_connection.autocommit = True
             cursor = connection.cursor()
@@ -102,6 +102,13 @@ def fetch_all(
                 raw = cursor.fetchall() if limit is None else cursor.fetchmany(limit)
             finally:
                 cursor.close()
+        except driver_error as exc:
+            # psycopg's flags (sqlite3's connections have neither: their pool resets them)
+            if getattr(dbapi_connection, "closed", False) or getattr(
+                dbapi_connection, "broken", False
+            ):
+                connection.invalidate(exc)  # a lost connection does not go back to the pool
+            raise
         finally:
             connection.close()
     except driver_error as exc:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -69,7 +70,7 @@ def remembered(
     cache = response_cache()
     if cache is None:
         return None
-    prefix = f"{kind}:{hashlib.sha256(repr(what).encode()).hexdigest()[:40]}"
+    prefix = _prefix(kind, what)
     # Under the counters' values this request's answer was looked up with, this process may
     # hold the value already (for every other page of the same list): no round trip then.
     known_key = cache.key_for(prefix, generations, noted_counters())
@@ -96,6 +97,22 @@ def remembered(
             raise
         cache.set(key, value)
     return _kept(cache, key, value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _described(kind: str, what: Any) -> str:
+    return f"{kind}:{hashlib.sha256(repr(what).encode()).hexdigest()[:40]}"
+
+
+def _prefix(kind: str, what: Any) -> str:
+    """Where `what` is remembered: a digest of its description. Kept per description (the same
+    few lists are asked for again and again), as a description's repr (frozen dataclasses of
+    the filters) and digest cost a miss more than looking up its copy; equal descriptions are
+    the same question, so they share a prefix."""
+    try:
+        return _described(kind, what)
+    except TypeError:  # unhashable: described each time
+        return _described.__wrapped__(kind, what)
 
 
 def _kept(cache: ResponseCache, key: str, value: bytes) -> bytes:

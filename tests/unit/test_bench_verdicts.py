@@ -1,8 +1,16 @@
-"""bench/api.py reports the median of a scenario's runs, and fails a row on an error in any."""
+"""bench/api.py reports the median of a scenario's runs, fails a row on an error in any, and
+starts its cache-miss runs without cached answers."""
 
 from __future__ import annotations
 
-from bench.api import Row, Scenario, WrkResult, median_run, verdicts
+from pathlib import Path
+
+import redis
+
+from app.services.pages import TOTALS
+from app.services.task_logs import DAY_IDS
+from bench.api import Row, Scenario, WrkResult, forget_answers, median_run, verdicts
+from tests.reliability.helpers import running_redis
 
 
 def run(rps: float, p99_ms: float = 10.0, non_2xx: int = 0) -> WrkResult:
@@ -61,3 +69,19 @@ def test_a_cache_miss_row_whose_answers_were_mostly_hits_fails() -> None:
     mostly_misses = [run(900)]
     mostly_misses[0].xcache = {"HIT": 40, "MISS": 60}
     assert verdicts(Row(MISS, mostly_misses[0], 0.0, mostly_misses), ceiling_rps=1000)[3] is True
+
+
+def test_between_runs_the_answers_go_and_what_lists_remember_stays(tmp_path: Path) -> None:
+    """On a real redis-server: a cache-miss run starts with no cached answer, but with the
+    counters, lists' totals and days' ids a running service has (bench.api.forget_answers)."""
+    with running_redis(tmp_path) as server:
+        cache = redis.Redis.from_url(server.url)
+        answers = [f"resp:{n:040x}:v1.2" for n in range(2500)]  # more than one batch
+        kept = [f"resp:{TOTALS}:{'a' * 40}:v1.2", f"resp:{DAY_IDS}:{'b' * 40}:v1.3", "gen:global"]
+        for key in [*answers, *kept]:
+            cache.set(key, b"x")
+
+        assert forget_answers(cache) == len(answers)
+
+        assert cache.exists(*answers) == 0
+        assert cache.exists(*kept) == len(kept)

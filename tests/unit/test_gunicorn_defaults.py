@@ -1,4 +1,4 @@
-"""gunicorn.conf.py's worker defaults: with Redis, two single-threaded workers per core
+"""gunicorn.conf.py's worker defaults: with Redis, one single-threaded worker per core
 (bench/api.py: the threads of one worker take turns on its interpreter lock); without it one
 worker (the in-process cache stays exact) with two threads; the environment overrides each."""
 
@@ -23,11 +23,11 @@ def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
     return runpy.run_path(str(CONFIG))
 
 
-def test_with_redis_there_are_two_single_threaded_workers_per_core(
+def test_with_redis_there_is_one_single_threaded_worker_per_core(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = settings(monkeypatch, REDIS_URL="redis://127.0.0.1:6379/0")
-    assert config["workers"] == 2 * multiprocessing.cpu_count()
+    assert config["workers"] == multiprocessing.cpu_count()
     assert config["threads"] == 1
     assert config["worker_class"] == "gthread"  # keep-alive connections, even with one thread
 

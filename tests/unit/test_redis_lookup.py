@@ -128,3 +128,31 @@ def test_a_server_that_honours_client_reply_is_found_to(backend: RedisBackend) -
     backend.set("resp:first", b"1", 60)
     assert backend.get_many(["resp:first"]) == [b"1"]
     assert backend._replies_skippable is True
+
+
+def test_a_large_entry_is_stored_in_one_write(backend: RedisBackend, server: RedisServer) -> None:
+    """An answer is several KB: redis-py keeps such a value as a chunk of its own, and each
+    chunk would cost a send of its own; `set` writes CLIENT REPLY SKIP and the SET at once."""
+    backend.set("resp:first", b"1", 60)  # the probe of CLIENT REPLY
+    connection = backend._client.connection
+    assert connection is not None
+    sock = connection._sock  # type: ignore[attr-defined]
+    writes: list[int] = []
+
+    class CountingSocket:
+        def sendall(self, data: bytes) -> None:
+            writes.append(len(data))
+            sock.sendall(data)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(sock, name)
+
+    value = b"x" * 20_000
+    connection._sock = CountingSocket()  # type: ignore[attr-defined]
+    try:
+        backend.set("resp:large", value, 60)
+    finally:
+        connection._sock = sock  # type: ignore[attr-defined]
+    assert len(writes) == 1 and writes[0] > len(value), writes
+    assert redis.Redis.from_url(server.url).get("resp:large") == value
+    assert backend.get_many(["resp:first"]) == [b"1"]  # the connection's replies still line up
