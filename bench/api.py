@@ -62,6 +62,7 @@ from flask_migrate import upgrade
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from app.cache.store import ENTRY_KEY_PREFIX
 from app.services.pages import TOTALS
 from app.services.task_logs import DAY_IDS
 from bench.common import DEFAULT_SERVER, throwaway_database
@@ -92,7 +93,6 @@ BUSY_MACHINE_PCT = 10.0  # CPU share of other processes above which the figures 
 # What a list remembers for all of its pages (its total, a day's ordered ids), stored beside the
 # answers, under the same key prefix (app.services.pages.remembered).
 REMEMBERED_KINDS = (TOTALS, DAY_IDS)
-ANSWER_KEYS = "resp:*"
 
 
 def forget_answers(cache: redis.Redis) -> int:
@@ -101,9 +101,9 @@ def forget_answers(cache: redis.Redis) -> int:
     answers nobody asked for yet, not about the first request of a list after Redis lost
     everything (that one counts the list or reads the day's ids: 10-40 ms, then no more; see
     --cold-cache). Returns how many were deleted."""
-    kept = tuple(f"resp:{kind}:".encode() for kind in REMEMBERED_KINDS)
-    doomed = [key for key in cache.scan_iter(match=ANSWER_KEYS, count=1000)]
-    doomed = [key for key in doomed if not key.startswith(kept)]
+    kept = tuple(f"{ENTRY_KEY_PREFIX}{kind}:".encode() for kind in REMEMBERED_KINDS)
+    entries = cache.scan_iter(match=f"{ENTRY_KEY_PREFIX}*", count=1000)
+    doomed = [key for key in entries if not key.startswith(kept)]
     for start in range(0, len(doomed), 1000):
         cache.unlink(*doomed[start : start + 1000])
     return len(doomed)

@@ -37,8 +37,12 @@ LOCAL_COPY_BYTES = 32 * 1024 * 1024
 LOCAL_COPY_OVERHEAD = 200
 
 
+# What every stored entry's key starts with (answers, and what lists remember beside them).
+ENTRY_KEY_PREFIX = "resp:"
+
+
 def _entry_key(prefix: str, versions: Sequence[bytes]) -> str:
-    return versioned(f"resp:{prefix}", versions)
+    return versioned(f"{ENTRY_KEY_PREFIX}{prefix}", versions)
 
 
 def scope_generation(scope: str) -> str:
@@ -195,7 +199,7 @@ class ResponseCache:
         names = [GLOBAL_GENERATION, *generations]
         try:
             values, entry = self.backend.lookup(
-                [*names, *also_read], f"resp:{prefix}", versioned_by=len(names)
+                [*names, *also_read], f"{ENTRY_KEY_PREFIX}{prefix}", versioned_by=len(names)
             )
         except CacheUnavailable as exc:
             self._failed(exc)
