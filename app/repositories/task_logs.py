@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -15,21 +13,17 @@ from sqlalchemy import (
     ColumnElement,
     Date,
     Integer,
-    LargeBinary,
     Select,
     Subquery,
     and_,
-    any_,
     bindparam,
     func,
     literal,
-    literal_column,
     or_,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import contains_eager
 
 from app.database import fixed_plan_engine
@@ -39,6 +33,13 @@ from app.models.enums import LoaderRunState
 from app.models.task_log import LoaderChunk, LoaderRun, TaskLogEntry
 from app.models.types import UTCDateTime
 from app.repositories.driver_cursor import fetch_all
+from app.repositories.packed_ids import (
+    ids_value,
+    in_order_of,
+    is_one_of,
+    packed_ids_statement,
+    read_packed_ids,
+)
 from app.repositories.tasks import (
     TaskFilters,
     TaskScope,
@@ -551,46 +552,21 @@ def _task_and_snapshot_pairs(
     return pairs
 
 
-# --- a day's ordered ids --------------------------------------------------------------------
-
-# The date view's ids in order, packed, let a page be read by its ids (a primary-key lookup of
-# per_page entries) instead of walking OFFSET entries of the day's index: pages 1,000 deep walk
-# 20,000 entries, about 0.5 ms of PostgreSQL each. Each id is a big-endian 32-bit integer (ids
-# are INTEGER columns), PostgreSQL's int4send.
-ID_BYTES = 4
-
-
-def ids_at(packed: bytes, skip: int, offset: int, count: int) -> list[int]:
-    """Ids `offset` to `offset + count` of `packed` (as `log_task_ids` gives them), which starts
-    after `skip` bytes of something else; fewer at its end."""
-    count = min(count, (len(packed) - skip) // ID_BYTES - offset)
-    if count <= 0:
-        return []
-    return list(struct.unpack_from(f">{count}i", packed, skip + offset * ID_BYTES))
+# --- a day's ordered ids (app.repositories.packed_ids) --------------------------------------
 
 
 @functools.lru_cache(maxsize=256)
 def _log_ids_statement(
     shape: _LogShape, sort: tuple[tuple[str, bool], ...], dialect_name: str
 ) -> Select[Any]:
-    """The day's task ids in the date view's order, at most `:limit` of them: as rows, or on
-    PostgreSQL as one packed value (building 100,000 rows in Python costs ~100 ms, this ~14).
-
-    The aggregate reads the ids in the subquery's order: its ORDER BY ... LIMIT hands them up
-    in that order (whatever is below the Limit, a Gather Merge included, must keep it) and the
-    plain aggregate above it, with nothing in between, takes them as they come. An ORDER BY
-    inside the aggregate would say so too, but it sorts the day again (35 ms, not 14)."""
+    """The day's task ids in the date view's order, at most `:limit` of them, packed."""
     entries: Select[Any] = (
         select(TaskLogEntry.task_id)
         .where(*_log_only_conditions(shape))
         .order_by(*_log_order(sort))
         .limit(bindparam("limit", type_=Integer))
     )
-    if dialect_name != "postgresql":
-        return entries
-    day = entries.subquery("day")
-    packed = func.string_agg(func.int4send(day.c.task_id), literal(b"", LargeBinary))
-    return select(packed)
+    return packed_ids_statement(entries, dialect_name)
 
 
 def log_task_ids(
@@ -602,31 +578,8 @@ def log_task_ids(
         return None
     values = _log_only_values(filters)
     shape = _LogShape.of(scope, filters, values)
-    dialect_name = db.engine.dialect.name
-    statement = _log_ids_statement(shape, filters.sort, dialect_name)
-    params = {"log_date": log_date, "limit": limit + 1, **values}
-    if dialect_name == "postgresql":
-        packed: bytes = db.session.scalar(statement, params) or b""
-    else:
-        ids = [row[0] for row in db.session.execute(statement, params)]
-        packed = struct.pack(f">{len(ids)}i", *ids)
-    return packed if len(packed) <= limit * ID_BYTES else None
-
-
-def _is_one_of(column: ColumnElement[int], dialect_name: str) -> ColumnElement[bool]:
-    """`column` is one of the ids bound as `:task_ids` (see `_task_ids_value`): an array on
-    PostgreSQL, a JSON array elsewhere (SQLite's json_each), so that the statement is one
-    fixed string whatever the number of ids."""
-    if dialect_name == "postgresql":
-        return column == any_(bindparam("task_ids", type_=ARRAY(Integer)))
-    values: Select[Any] = select(literal_column("value")).select_from(
-        func.json_each(bindparam("task_ids"))
-    )
-    return column.in_(values.scalar_subquery())
-
-
-def _task_ids_value(task_ids: Sequence[int], dialect_name: str) -> Any:
-    return list(task_ids) if dialect_name == "postgresql" else json.dumps(list(task_ids))
+    statement = _log_ids_statement(shape, filters.sort, db.engine.dialect.name)
+    return read_packed_ids(statement, {"log_date": log_date, "limit": limit + 1, **values}, limit)
 
 
 @functools.cache
@@ -639,7 +592,7 @@ def _log_rows_of_tasks_statement(dialect_name: str) -> Select[Any]:
         .join(Task, Task.id == TaskLogEntry.task_id)
         .where(
             TaskLogEntry.log_date == bindparam("log_date"),
-            _is_one_of(TaskLogEntry.__table__.c.task_id, dialect_name),
+            is_one_of(TaskLogEntry.__table__.c.task_id, dialect_name),
         )
     )
 
@@ -651,11 +604,9 @@ def log_rows_of_tasks(
     task purged since has none)."""
     engine = fixed_plan_engine()
     dialect_name = engine.dialect.name
-    params = {"log_date": log_date, "task_ids": _task_ids_value(task_ids, dialect_name)}
+    params = {"log_date": log_date, "task_ids": ids_value(task_ids, dialect_name)}
     rows = fetch_all(engine, _log_rows_of_tasks_statement(dialect_name), params)
-    position = {task_id: at for at, task_id in enumerate(task_ids)}
-    rows.sort(key=lambda row: position[row["id"]])
-    return _task_and_snapshot_pairs(rows)
+    return _task_and_snapshot_pairs(in_order_of(task_ids, rows, "id"))
 
 
 def log_entries_for_date(

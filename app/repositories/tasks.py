@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,13 @@ from app.extensions import db
 from app.models import Task, TaskAuditEntry, TaskPriority, TaskStatus
 from app.models.enums import PRIORITY_ORDER
 from app.repositories.driver_cursor import fetch_all, fetch_one
+from app.repositories.packed_ids import (
+    ids_value,
+    in_order_of,
+    is_one_of,
+    packed_ids_statement,
+    read_packed_ids,
+)
 
 # Every id column is a 32-bit INTEGER: a larger id matches no row, and binding one overflows the
 # driver (SQLite) or the column type (PostgreSQL), so such ids are answered without a query.
@@ -241,19 +248,27 @@ class _PageShape:
     sort: tuple[tuple[str, bool], ...]
 
 
-def _page_ids(shape: _PageShape) -> Subquery:
-    """The ids of a page of that shape (see `task_rows_page`)."""
-    page_ids = select(Task.id).where(
-        *_scope_conditions(shape.include_deleted, _bound_owner(shape.owned))
-    )
-    conditions = [
+def _shape_conditions(shape: _PageShape) -> list[ColumnElement[bool]]:
+    """The scope and filters of a list of that shape, with their values bound."""
+    conditions = _scope_conditions(shape.include_deleted, _bound_owner(shape.owned))
+    conditions += [
         condition(bindparam(name))
         for name, _, condition in VALUE_FILTERS
         if name in shape.bound_filters
     ]
     flags = TaskFilters(unassigned=shape.unassigned, deleted_only=shape.deleted_only)
+    return conditions + _flag_conditions(flags)
+
+
+def _listed_ids(shape: _PageShape) -> Select[Any]:
+    """The ids of the list of that shape, in its order."""
+    return ordered(select(Task.id).where(*_shape_conditions(shape)), shape.sort)
+
+
+def _page_ids(shape: _PageShape) -> Subquery:
+    """The ids of a page of that shape (see `task_rows_page`)."""
     return (
-        ordered(page_ids.where(*conditions, *_flag_conditions(flags)), shape.sort)
+        _listed_ids(shape)
         .offset(bindparam("offset", type_=Integer))
         .limit(bindparam("limit", type_=Integer))
         .subquery()
@@ -300,6 +315,53 @@ def task_rows_page(
     shape, params = _page_shape(scope, filters, offset, limit)
     engine = fixed_plan_engine()
     return fetch_all(engine, _page_rows_statement(shape, engine.dialect.name), params)
+
+
+def lists_by_ids(filters: TaskFilters) -> bool:
+    """Whether the list's ordered ids can be read (`list_task_ids`): every list but a search
+    (`q`, whose pattern is not a bound value)."""
+    return not filters.q
+
+
+@functools.lru_cache(maxsize=512)
+def _list_ids_statement(shape: _PageShape, dialect_name: str) -> Select[Any]:
+    listed = _listed_ids(shape).limit(bindparam("limit", type_=Integer))
+    return packed_ids_statement(listed, dialect_name)
+
+
+def list_task_ids(scope: TaskScope, filters: TaskFilters, limit: int) -> bytes | None:
+    """Every id of the list, in its order, packed (app.repositories.packed_ids); None when there
+    are more than `limit` or it is a search. Costs about what counting the list costs (it walks
+    the same entries), and then every page is read by its ids (`task_rows_of_ids`)."""
+    if not lists_by_ids(filters):
+        return None
+    shape, params = _page_shape(scope, filters, 0, limit + 1)
+    del params["offset"]
+    statement = _list_ids_statement(shape, db.engine.dialect.name)
+    return read_packed_ids(statement, params, limit)
+
+
+@functools.lru_cache(maxsize=512)
+def _rows_of_ids_statement(shape: _PageShape, dialect_name: str) -> Select[Any]:
+    return select(*Task.__table__.columns).where(
+        is_one_of(Task.__table__.c.id, dialect_name), *_shape_conditions(shape)
+    )
+
+
+def task_rows_of_ids(
+    scope: TaskScope, filters: TaskFilters, task_ids: Sequence[int]
+) -> list[dict[str, Any]]:
+    """The column values of the tasks `task_ids` of the list, in that order (one the list no
+    longer holds, e.g. deleted since its ids were read, is left out: the scope and filters are
+    applied again), read on the driver's cursor like `task_rows_page`."""
+    shape, params = _page_shape(scope, filters, 0, 0)
+    del params["offset"], params["limit"]
+    engine = fixed_plan_engine()
+    dialect_name = engine.dialect.name
+    # The order does not change which rows these are: one statement for every sort.
+    statement = _rows_of_ids_statement(replace(shape, sort=()), dialect_name)
+    params["task_ids"] = ids_value(task_ids, dialect_name)
+    return in_order_of(task_ids, fetch_all(engine, statement, params), "id")
 
 
 def tasks_page(scope: TaskScope, filters: TaskFilters, offset: int, limit: int) -> list[Task]:

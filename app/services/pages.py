@@ -49,6 +49,32 @@ _FIRST_POLL_SECONDS, _LAST_POLL_SECONDS = 0.002, 0.01
 
 TOTALS = "count"  # the kind of value `counted` remembers (see `remembered`)
 
+# A list's ordered ids are remembered for its pages up to this many (4 bytes each: 1 MB in the
+# cache, and in each process that reads it); a longer list is counted and paged by OFFSET.
+MAX_REMEMBERED_IDS = 250_000
+_IDS, _TOO_MANY = b"I", b"-"  # what a remembered value of ids starts with
+
+
+def remembered_ids(
+    kind: str,
+    what: Any,
+    generations: Sequence[str],
+    every_id: Callable[[int], bytes | None],
+) -> memoryview | None:
+    """A list's ids in its order, packed (app.repositories.packed_ids), as `every_id(limit)`
+    reads them (None if there are more than `limit`), remembered like a total (`remembered`):
+    their number is the list's total, and each page is read by its ids. None when there is no
+    cache, or the list is too long (that is remembered too, and the caller counts instead)."""
+
+    def compute() -> bytes:
+        packed = every_id(MAX_REMEMBERED_IDS)
+        return _TOO_MANY if packed is None else _IDS + packed
+
+    value = remembered(kind, what, generations, compute)
+    if value is None or not value.startswith(_IDS):
+        return None
+    return memoryview(value)[len(_IDS) :]  # not a copy of the ids (up to 1 MB)
+
 
 def counted(what: Any, generations: Sequence[str], count: Callable[[], int]) -> int:
     """`count()`, remembered in the response cache under `what` (a repr-able description of the

@@ -11,10 +11,11 @@ from flask_sqlalchemy.pagination import Pagination
 from app.cache.invalidation import list_generations, log_generations
 from app.models.task_log import TaskLogEntry
 from app.repositories import task_logs as log_repo
+from app.repositories.packed_ids import ID_BYTES, ids_at
 from app.repositories.tasks import TaskFilters, TaskScope
 from app.services.actor import Actor
 from app.services.errors import NotFound
-from app.services.pages import Page, counted, remembered
+from app.services.pages import Page, counted, remembered_ids
 from app.services.tasks import DeletedFilter, get_task, list_scope, scope_for
 
 
@@ -27,11 +28,7 @@ def logged_task(entry: TaskLogEntry) -> dict[str, Any]:
     }
 
 
-# A day's ordered ids are remembered for its pages up to this many (4 bytes each: 1 MB in the
-# cache, and in each process that reads it); a longer day is paged by OFFSET.
-MAX_REMEMBERED_IDS = 250_000
-_IDS, _TOO_MANY = b"I", b"-"  # what the remembered value starts with
-DAY_IDS = "log-ids"  # the kind of value remembered (app.services.pages.remembered)
+DAY_IDS = "log-ids"  # the kind of value remembered (app.services.pages.remembered_ids)
 
 
 def log_view(
@@ -47,9 +44,8 @@ def log_view(
     result: Page[dict[str, Any]] = Page([], page, per_page, 0)
     ordered_ids = _ordered_ids(log_date, scope, filters)
     if ordered_ids is not None:
-        skip = len(_IDS)
-        result.total = (len(ordered_ids) - skip) // log_repo.ID_BYTES
-        page_ids = log_repo.ids_at(ordered_ids, skip, result.offset, per_page)
+        result.total = len(ordered_ids) // ID_BYTES
+        page_ids = ids_at(ordered_ids, 0, result.offset, per_page)
         if page_ids:
             pairs = log_repo.log_rows_of_tasks(log_date, page_ids)
             result.items = [{**task, "log": snapshot} for task, snapshot in pairs]
@@ -71,22 +67,20 @@ def log_view(
     return result
 
 
-def _ordered_ids(log_date: date, scope: TaskScope, filters: TaskFilters) -> bytes | None:
-    """The date view's task ids in order (after the tag `_IDS`), remembered in the cache, when
-    the log alone answers the question and the day is not too long: its pages are then read by
-    id. None otherwise (no cache, or unavailable). Guarded by the day's and the deletions'
-    counters only: an edit of a task changes its fields on the page, not which tasks the day
-    lists nor their order, so it does not cost the day's ids again (~15-20 ms a day of 100,000)."""
+def _ordered_ids(log_date: date, scope: TaskScope, filters: TaskFilters) -> memoryview | None:
+    """The date view's task ids in order (app.services.pages.remembered_ids), when the log alone
+    answers the question: its pages are then read by id. Guarded by the day's and the
+    deletions' counters only: an edit of a task changes its fields on the page, not which tasks
+    the day lists nor their order, so it does not cost the day's ids again (~15-20 ms a day of
+    100,000)."""
     if not log_repo.answerable_from_log(scope, filters):
         return None
-
-    def every_id() -> bytes:
-        packed = log_repo.log_task_ids(log_date, scope, filters, MAX_REMEMBERED_IDS)
-        return _TOO_MANY if packed is None else _IDS + packed
-
-    generations = log_generations(log_date.isoformat())
-    value = remembered(DAY_IDS, ("log", log_date, scope, filters), generations, every_id)
-    return value if value is not None and value.startswith(_IDS) else None
+    return remembered_ids(
+        DAY_IDS,
+        ("log", log_date, scope, filters),
+        log_generations(log_date.isoformat()),
+        lambda limit: log_repo.log_task_ids(log_date, scope, filters, limit),
+    )
 
 
 def get_log_entry(actor: Actor, log_id: int) -> dict[str, Any]:

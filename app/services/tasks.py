@@ -16,6 +16,7 @@ from app.models import AuditAction, Role, Task, TaskPriority, TaskStatus
 from app.models.types import MAX_ID, utcnow
 from app.repositories import tasks as task_repo
 from app.repositories import users as user_repo
+from app.repositories.packed_ids import ID_BYTES, ids_at
 from app.repositories.tasks import TaskFilters, TaskScope
 from app.services.actor import Actor
 from app.services.errors import (
@@ -25,11 +26,12 @@ from app.services.errors import (
     PermissionDenied,
     PreconditionFailed,
 )
-from app.services.pages import Page, counted
+from app.services.pages import Page, counted, remembered_ids
 
 # Fields a client may set; everything else (id, created_by, timestamps, deleted_at) is the server's.
 EDITABLE_FIELDS = ("task_name", "description", "status", "priority", "assigned_user_id", "due_date")
 TASK_NOT_FOUND = "task not found"
+LIST_IDS = "list-ids"  # the kind of value a list remembers (app.services.pages.remembered_ids)
 
 
 class DeletedFilter(StrEnum):
@@ -298,9 +300,17 @@ def list_tasks(
     """A page of the tasks the actor sees (as objects or as their column values)."""
     scope, filters = list_scope(actor, filters, deleted)
     result: Page[Task | dict[str, Any]] = Page([], page, per_page, 0)
+    generations = list_generations(scope)
+    ordered_ids = _ordered_ids(scope, filters, generations)
+    if ordered_ids is not None:
+        result.total = len(ordered_ids) // ID_BYTES
+        page_ids = ids_at(ordered_ids, 0, result.offset, per_page)
+        if page_ids:
+            result.items = list(task_repo.task_rows_of_ids(scope, filters, page_ids))
+        return result
     result.total = counted(
         ("tasks", scope, replace(filters, sort=())),  # the order does not change the total
-        list_generations(scope),
+        generations,
         lambda: task_repo.count_tasks(scope, filters),
     )
     if result.offset < result.total:
@@ -310,6 +320,22 @@ def list_tasks(
         else:
             result.items = list(rows)
     return result
+
+
+def _ordered_ids(
+    scope: TaskScope, filters: TaskFilters, generations: list[str]
+) -> memoryview | None:
+    """The list's task ids in order (app.services.pages.remembered_ids): its pages are then read
+    by id. Guarded by the list's counters, which every write to a task it could hold bumps
+    (app.cache.invalidation), whatever the write changes: the list's members, or its order."""
+    if not task_repo.lists_by_ids(filters):
+        return None
+    return remembered_ids(
+        LIST_IDS,
+        ("tasks", scope, filters),
+        generations,
+        lambda limit: task_repo.list_task_ids(scope, filters, limit),
+    )
 
 
 def task_history(actor: Actor, task_id: int, page: int, per_page: int) -> Pagination:

@@ -24,9 +24,10 @@ from app.models import Role, Task, TaskPriority, TaskStatus
 from app.models.types import utcnow
 from app.repositories import task_logs as log_repo
 from app.repositories.driver_cursor import compile_for_driver, fetch_all
+from app.repositories.packed_ids import ids_at
 from app.repositories.tasks import TaskFilters, TaskScope
 from app.services import loader
-from app.services import task_logs as log_service
+from app.services import pages as page_service
 from tests.conftest import Account
 
 DAYS = [date(2030, 3, 12), date(2030, 3, 13), date(2030, 3, 14)]
@@ -270,7 +271,7 @@ def test_a_page_and_its_tasks_are_read_in_one_query_by_the_join_path(
 
 def _ordered_ids(day: date, scope: TaskScope, filters: TaskFilters) -> list[int] | None:
     packed = log_repo.log_task_ids(day, scope, filters, limit=1000)
-    return None if packed is None else log_repo.ids_at(packed, 0, 0, 1000)
+    return None if packed is None else ids_at(packed, 0, 0, 1000)
 
 
 def test_a_days_ordered_ids_and_their_rows_are_the_index_paths_pages(
@@ -284,7 +285,7 @@ def test_a_days_ordered_ids_and_their_rows_are_the_index_paths_pages(
             assert packed is not None
             for offset in range(0, total + 3, 3):
                 by_offset = log_repo.log_page_rows(day, scope, filters, offset, 3)
-                page_ids = log_repo.ids_at(packed, 0, offset, 3)
+                page_ids = ids_at(packed, 0, offset, 3)
                 by_ids = log_repo.log_rows_of_tasks(day, page_ids) if page_ids else []
                 assert by_ids == by_offset, (scope_name, filters, day, offset)
     assert _listing(DAYS[1], SCOPES["live"], TaskFilters())[0] > 3  # windows at work
@@ -296,7 +297,7 @@ def test_a_day_with_more_ids_than_the_limit_gives_none_and_the_join_path_gives_n
     scope, filters = SCOPES["live"], TaskFilters()
     total, listed = _listing(DAYS[1], scope, filters)
     at_limit = log_repo.log_task_ids(DAYS[1], scope, filters, limit=total)
-    assert at_limit is not None and log_repo.ids_at(at_limit, 0, 0, total + 1) == listed
+    assert at_limit is not None and ids_at(at_limit, 0, 0, total + 1) == listed
     assert log_repo.log_task_ids(DAYS[1], scope, filters, limit=total - 1) is None
     assert log_repo.log_task_ids(DAYS[1], TaskScope(owner_id=days.alice.id), filters, 99) is None
     assert log_repo.log_task_ids(DAYS[1], scope, TaskFilters(q="alice"), 99) is None
@@ -304,10 +305,10 @@ def test_a_day_with_more_ids_than_the_limit_gives_none_and_the_join_path_gives_n
 
 def test_ids_at_reads_a_window_after_the_skipped_bytes_and_stops_at_the_end() -> None:
     packed = b"I" + b"".join(n.to_bytes(4, "big") for n in (7, 2**31 - 1, 1, 40))
-    assert log_repo.ids_at(packed, 1, 0, 2) == [7, 2**31 - 1]
-    assert log_repo.ids_at(packed, 1, 3, 20) == [40]
-    assert log_repo.ids_at(packed, 1, 4, 20) == []
-    assert log_repo.ids_at(packed, 1, 400, 20) == []
+    assert ids_at(packed, 1, 0, 2) == [7, 2**31 - 1]
+    assert ids_at(packed, 1, 3, 20) == [40]
+    assert ids_at(packed, 1, 4, 20) == []
+    assert ids_at(packed, 1, 400, 20) == []
 
 
 def test_a_page_of_remembered_ids_skips_a_task_purged_since(
@@ -354,7 +355,7 @@ def test_the_date_view_pages_match_through_the_api(
     ]
     by_ids = [pages(**q) for q in queries]
     # A day longer than the ids the service remembers is paged by OFFSET on the index path.
-    monkeypatch.setattr(log_service, "MAX_REMEMBERED_IDS", 3)
+    monkeypatch.setattr(page_service, "MAX_REMEMBERED_IDS", 3)
     app.extensions["response_cache"].bump([GLOBAL_GENERATION])  # answer again, not from cache
     fast = [pages(**q) for q in queries]
     assert fast == by_ids
@@ -425,7 +426,7 @@ def test_a_big_days_packed_ids_come_in_the_order_of_its_pages(
                 by_offset += [task["id"] for task, _ in rows]
             packed = log_repo.log_task_ids(DAYS[0], scope, filters, limit=PLAN_TASKS)
             assert packed is not None
-            assert log_repo.ids_at(packed, 0, 0, PLAN_TASKS) == by_offset, (scope, sort)
+            assert ids_at(packed, 0, 0, PLAN_TASKS) == by_offset, (scope, sort)
             assert len(by_offset) == PLAN_TASKS - (10 if scope == SCOPES["live"] else 0)
 
 

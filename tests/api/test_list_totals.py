@@ -1,4 +1,4 @@
-"""A list's total (the date view's: its ordered ids, whose number is the total) is counted once
+"""A list's total (as a rule its ordered ids, whose number is the total) is counted once
 per generation and then kept by each process as well: the other pages of the same list (looked
 up under the same generation values as the total) read the process's copy without a round trip
 to the cache; a write bumps the generations, and the next page counts again instead of reading a
@@ -19,6 +19,7 @@ from app.cache.store import GLOBAL_GENERATION, ResponseCache
 from app.services import loader
 from app.services.pages import TOTALS
 from app.services.task_logs import DAY_IDS
+from app.services.tasks import LIST_IDS
 from tests.api.conftest import hot_paths_of, logged_in_and_remembered
 from tests.conftest import Account
 
@@ -27,15 +28,15 @@ DAY = date(2031, 6, 2)
 
 @pytest.fixture
 def count_lookups(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The prefixes of the totals (and the date view's ordered ids) looked up in the cache, not
-    in a process's copy."""
+    """The prefixes of the totals (and the lists' ordered ids) looked up in the cache, not in a
+    process's copy."""
     cache: ResponseCache = app.extensions["response_cache"]
     cache.bump([GLOBAL_GENERATION])  # nothing an earlier test cached can match
     seen: list[str] = []
     real = cache.lookup
 
     def spy(prefix: str, *args: Any, **kwargs: Any) -> Any:
-        if prefix.startswith((f"{TOTALS}:", f"{DAY_IDS}:")):
+        if prefix.startswith((f"{TOTALS}:", f"{LIST_IDS}:", f"{DAY_IDS}:")):
             seen.append(prefix)
         return real(prefix, *args, **kwargs)
 

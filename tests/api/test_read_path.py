@@ -1,5 +1,5 @@
-"""The read path's savings keep answers exact: list totals from the count cache, GETs in
-autocommit, pooled connections pinged only when idle."""
+"""The read path's savings keep answers exact: list totals (and lists' ordered ids) from the
+cache, GETs in autocommit, pooled connections pinged only when idle."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, text
 
 from app.extensions import db
+from app.repositories import tasks as task_repo
 from app.services.pages import COUNT_CLAIM_SECONDS, counted
 from tests.conftest import Account
 from tests.conftest import test_settings as settings_for
@@ -45,25 +46,62 @@ def counts(seen: list[tuple[str, bool]]) -> list[str]:
     return [sql for sql, _ in seen if "count(" in sql.lower()]
 
 
-def test_a_lists_total_is_counted_once_until_a_write_changes_it(
-    client: FlaskClient, admin: Account, login: Login, statements: list[tuple[str, bool]]
+@pytest.fixture
+def list_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each reading of a whole list: its ordered ids (whose number is its total), or a count."""
+    reads: list[str] = []
+    for name in ("list_task_ids", "count_tasks"):
+        real = getattr(task_repo, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            reads.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(task_repo, name, spy)
+    return reads
+
+
+def test_a_lists_ids_are_read_once_per_order_until_a_write_changes_them(
+    client: FlaskClient, admin: Account, login: Login, list_reads: list[str]
 ) -> None:
     headers = login(admin)
     for n in range(5):
         client.post("/task", json={"task_name": f"t{n}", "priority": "HIGH"}, headers=headers)
-    statements.clear()
+    list_reads.clear()
 
     first = client.get("/tasks?priority=HIGH&per_page=2", headers=headers)
     other_page = client.get("/tasks?priority=HIGH&per_page=2&page=2", headers=headers)
+    assert list_reads == ["list_task_ids"], "the second page reads the ids the first one read"
     other_order = client.get("/tasks?priority=HIGH&per_page=2&sort=id", headers=headers)
     assert [r.json["total"] for r in (first, other_page, other_order)] == [5, 5, 5]
-    assert len(counts(statements)) == 1, counts(statements)
+    assert list_reads == ["list_task_ids"] * 2, "another order is another list of ids"
 
     client.post("/task", json={"task_name": "t5", "priority": "HIGH"}, headers=headers)
     after_write = client.get("/tasks?priority=HIGH&per_page=2&page=3", headers=headers)
     assert after_write.json["total"] == 6 and after_write.json["pages"] == 3
     assert len(after_write.json["items"]) == 2
-    assert len(counts(statements)) == 2
+    assert list_reads == ["list_task_ids"] * 3
+
+
+def test_a_searchs_total_is_counted_once_until_a_write_changes_it(
+    client: FlaskClient, admin: Account, login: Login, list_reads: list[str]
+) -> None:
+    """A search (`q`) has no remembered ids: its total is counted, once for every order."""
+    headers = login(admin)
+    for n in range(5):
+        client.post("/task", json={"task_name": f"t{n}", "priority": "HIGH"}, headers=headers)
+    list_reads.clear()
+
+    first = client.get("/tasks?q=t&per_page=2", headers=headers)
+    other_page = client.get("/tasks?q=t&per_page=2&page=2", headers=headers)
+    other_order = client.get("/tasks?q=t&per_page=2&sort=id", headers=headers)
+    assert [r.json["total"] for r in (first, other_page, other_order)] == [5, 5, 5]
+    assert list_reads == ["count_tasks"]
+
+    client.post("/task", json={"task_name": "t5", "priority": "HIGH"}, headers=headers)
+    after_write = client.get("/tasks?q=t&per_page=2&page=3", headers=headers)
+    assert after_write.json["total"] == 6 and after_write.json["pages"] == 3
+    assert list_reads == ["count_tasks"] * 2
 
 
 def test_a_page_past_the_end_is_empty_with_the_true_total(
@@ -130,8 +168,8 @@ def test_a_connection_idle_past_the_threshold_is_pinged_and_replaced_if_dead(
         assert response.status_code == 200, response.json
 
 
-def test_threads_that_miss_the_same_total_count_it_once(
-    app: APIFlask, backend: str, admin: Account, login: Login, statements: list[tuple[str, bool]]
+def test_threads_that_miss_the_same_list_read_it_once(
+    app: APIFlask, backend: str, admin: Account, login: Login, list_reads: list[str]
 ) -> None:
     if backend != "postgresql":
         pytest.skip("concurrent readers: the PostgreSQL lane")
@@ -139,7 +177,7 @@ def test_threads_that_miss_the_same_total_count_it_once(
     headers = login(admin)
     for n in range(3):
         client.post("/task", json={"task_name": f"t{n}", "priority": "LOW"}, headers=headers)
-    statements.clear()
+    list_reads.clear()
     start = threading.Barrier(8)
     totals: list[int] = []
 
@@ -155,7 +193,7 @@ def test_threads_that_miss_the_same_total_count_it_once(
         thread.join(timeout=30)
 
     assert totals == [3] * 8
-    assert len(counts(statements)) == 1, counts(statements)
+    assert list_reads == ["list_task_ids"]
 
 
 @pytest.fixture

@@ -260,12 +260,14 @@ def test_with_redis_down_every_request_asks_the_database(
 def test_an_expired_token_is_refused_though_it_was_verified_before(
     app: APIFlask, alice: Account
 ) -> None:
-    settings = settings_for(app.config["SQLALCHEMY_DATABASE_URI"], access_token_ttl_seconds=1)
+    # JWT times are whole seconds (PyJWT truncates them): a token of 2 s lives for more than
+    # 1 s and at most 2 s after it is issued (with 1 s it could expire at once).
+    settings = settings_for(app.config["SQLALCHEMY_DATABASE_URI"], access_token_ttl_seconds=2)
     with side_app(settings) as short_lived:
         client = short_lived.test_client()
         headers = bearer(log_in(client, alice))
         assert get_tasks(client, headers).status_code == 200
-        time.sleep(1.2)
+        time.sleep(2.2)
         expired = get_tasks(client, headers)
         assert expired.status_code == 401
         assert expired.json["description"] == "token expired"
