@@ -19,7 +19,8 @@ Needs `wrk` on PATH (Debian: apt-get install wrk), PostgreSQL (BENCH_DATABASE_UR
   3. logs in as a `user` and as the admin, and drives each scenario with wrk and
      bench/wrk_api.lua, --repeat times (3; each run after a few seconds of unmeasured warm-up,
      then, before a cache-miss or write run, with every cached answer deleted but the lists'
-     totals and days' ids kept, as a running service has them; --cold-cache flushes those too):
+     totals and ids and the days' entries kept, as a running service has them; --cold-cache
+     flushes those too):
      a single run depends on how wrk's 16 connections happen to land on the workers. Each API
      run comes right after a run of the ceiling's: this host's speed drifts by 20% and more
      within minutes, so a row is compared with the ceiling measured next to it, not minutes
@@ -64,7 +65,8 @@ from sqlalchemy.engine import make_url
 
 from app.cache.store import ENTRY_KEY_PREFIX
 from app.services.pages import TOTALS
-from app.services.task_logs import DAY_IDS
+from app.services.task_logs import DAY_ENTRIES
+from app.services.tasks import LIST_IDS
 from bench.common import DEFAULT_SERVER, throwaway_database
 from bench.ram_postgres import ram_postgres
 
@@ -92,14 +94,14 @@ BUSY_MACHINE_PCT = 10.0  # CPU share of other processes above which the figures 
 
 # What a list remembers for all of its pages (its total, a day's ordered ids), stored beside the
 # answers, under the same key prefix (app.services.pages.remembered).
-REMEMBERED_KINDS = (TOTALS, DAY_IDS)
+REMEMBERED_KINDS = (TOTALS, LIST_IDS, DAY_ENTRIES)
 
 
 def forget_answers(cache: redis.Redis) -> int:
     """Delete every cached answer, keeping the counters and what the lists remember for all of
     their pages: a service that has been running has those, and the cache-miss rows are about
     answers nobody asked for yet, not about the first request of a list after Redis lost
-    everything (that one counts the list or reads the day's ids: 10-40 ms, then no more; see
+    everything (that one reads the list's ids or the day's entries: 10-40 ms, then no more; see
     --cold-cache). Returns how many were deleted."""
     kept = tuple(f"{ENTRY_KEY_PREFIX}{kind}:".encode() for kind in REMEMBERED_KINDS)
     entries = cache.scan_iter(match=f"{ENTRY_KEY_PREFIX}*", count=1000)
@@ -681,7 +683,8 @@ def main() -> None:
     parser.add_argument(
         "--cold-cache",
         action="store_true",
-        help="flush all of Redis before each cache-miss run (lists' totals and days' ids too), "
+        help="flush all of Redis before each cache-miss run (lists' totals and ids, days' "
+        "entries too), "
         "instead of deleting only the cached answers",
     )
     args = parser.parse_args()
@@ -836,7 +839,7 @@ def run(
     forgotten = (
         "Redis flushed"
         if args.cold_cache
-        else "the cached answers deleted (lists' totals and days' ids kept)"
+        else "the cached answers deleted (lists' totals and ids and days' entries kept)"
     )
     print(f"\nrunning (each: warm-up, then {forgotten} unless the scenario is cache-warm):")
     rows: list[Row] = []

@@ -31,9 +31,11 @@ from app.cache.backends import CacheBackend, CacheUnavailable, versioned
 log = logging.getLogger(__name__)
 
 GLOBAL_GENERATION = "gen:global"
-# What a process keeps copies of (a list's total, a day's ordered task ids: read for every page
-# of that list), bounded by size: an entry costs its bytes plus about this much for its key.
-LOCAL_COPY_BYTES = 32 * 1024 * 1024
+# What a process keeps copies of (a list's total or ordered ids, a day's entries: read for every
+# page of that list), bounded by size: an entry costs its bytes plus about this much for its key.
+# A day of 100,000 entries takes 2.8 MB (app.repositories.task_logs.ENTRY_BYTES each), a list of
+# 100,000 tasks 0.4 MB: room for ten days and the lists most asked for.
+LOCAL_COPY_BYTES = 64 * 1024 * 1024
 LOCAL_COPY_OVERHEAD = 200
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import struct
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -13,14 +13,20 @@ from sqlalchemy import (
     ColumnElement,
     Date,
     Integer,
+    LargeBinary,
     Select,
+    SmallInteger,
+    String,
     Subquery,
     and_,
     bindparam,
+    case,
+    cast,
     func,
     literal,
     or_,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,18 +34,12 @@ from sqlalchemy.orm import contains_eager
 
 from app.database import fixed_plan_engine
 from app.extensions import db
-from app.models import Task, TaskStatus
+from app.models import Task, TaskPriority, TaskStatus
 from app.models.enums import LoaderRunState
 from app.models.task_log import LoaderChunk, LoaderRun, TaskLogEntry
 from app.models.types import UTCDateTime
 from app.repositories.driver_cursor import fetch_all
-from app.repositories.packed_ids import (
-    ids_value,
-    in_order_of,
-    is_one_of,
-    packed_ids_statement,
-    read_packed_ids,
-)
+from app.repositories.packed_ids import ID_BYTES, ids_at, ids_value, in_order_of, is_one_of
 from app.repositories.tasks import (
     TaskFilters,
     TaskScope,
@@ -552,61 +552,148 @@ def _task_and_snapshot_pairs(
     return pairs
 
 
-# --- a day's ordered ids (app.repositories.packed_ids) --------------------------------------
+# --- a day's entries, packed (app.repositories.packed_ids) ----------------------------------
+
+# What the date view remembers of a day for its pages (app.services.task_logs): the day's task ids
+# in the view's order (ID_BYTES each), then in the same order each entry's snapshot, so that a
+# page reads only its tasks' rows (by id) and no entry of task_logger: half the work of reading
+# both (PostgreSQL CPU for a page of 20 scattered entries: ~220 us against ~370 us joined).
+# A snapshot: the entry's id (a BIGINT), its assignee (-1 for none: ids are positive), status and
+# priority (their enums' positions) and logged_at (microseconds since 2000-01-01 UTC), as
+# PostgreSQL's int8send, int4send, int2send and timestamptz_send write them.
+_SNAPSHOT = struct.Struct(">qihhq")
+ENTRY_BYTES = ID_BYTES + _SNAPSHOT.size  # 28
+_NO_ASSIGNEE = -1
+_STATUSES = tuple(TaskStatus)
+_PRIORITIES = tuple(TaskPriority)
+_TIMESTAMP_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _position_in(column: Any, members: tuple[Any, ...]) -> ColumnElement[int]:
+    """The enum value of `column` as its member's position in `members`."""
+    positions = {member.value: at for at, member in enumerate(members)}
+    return cast(case(positions, value=type_coerce(column, String)), SmallInteger)
 
 
 @functools.lru_cache(maxsize=256)
-def _log_ids_statement(
+def _log_entries_statement(
     shape: _LogShape, sort: tuple[tuple[str, bool], ...], dialect_name: str
 ) -> Select[Any]:
-    """The day's task ids in the date view's order, at most `:limit` of them, packed."""
+    """The day's entries in the date view's order, at most `:limit` of them: on PostgreSQL as
+    two packed values (the task ids, then the snapshots: see `packed_ids_statement` for why the
+    aggregates read them in order), elsewhere as rows."""
     entries: Select[Any] = (
-        select(TaskLogEntry.task_id)
+        select(  # type: ignore[assignment]
+            TaskLogEntry.task_id,
+            TaskLogEntry.id,
+            cast(func.coalesce(TaskLogEntry.assigned_user_id, _NO_ASSIGNEE), Integer).label(
+                "assignee"
+            ),
+            _position_in(TaskLogEntry.status, _STATUSES).label("status"),
+            _position_in(TaskLogEntry.priority, _PRIORITIES).label("priority"),
+            TaskLogEntry.created_at,
+        )
         .where(*_log_only_conditions(shape))
         .order_by(*_log_order(sort))
         .limit(bindparam("limit", type_=Integer))
     )
-    return packed_ids_statement(entries, dialect_name)
+    if dialect_name != "postgresql":
+        return entries
+    day = entries.subquery("day")
+    snapshot = (
+        func.int8send(day.c.id, type_=LargeBinary)
+        .op("||")(func.int4send(day.c.assignee))
+        .op("||")(func.int2send(day.c.status))
+        .op("||")(func.int2send(day.c.priority))
+        .op("||")(func.timestamptz_send(day.c.created_at))
+    )
+    no_bytes = literal(b"", LargeBinary)
+    return select(
+        func.string_agg(func.int4send(day.c.task_id), no_bytes),
+        func.string_agg(snapshot, no_bytes),
+    )
 
 
-def log_task_ids(
+def log_day_entries(
     log_date: date, scope: TaskScope, filters: TaskFilters, limit: int
 ) -> bytes | None:
-    """Every task id of the date view for `log_date`, in its order, packed (ID_BYTES each, see
-    `ids_at`); None when there are more than `limit` or the question needs the join path."""
+    """Every entry of the date view for `log_date`, in its order, packed (ENTRY_BYTES each: see
+    `entry_task_ids` and `logged_rows_at`); None when there are more than `limit` or the
+    question needs the join path."""
     if not answerable_from_log(scope, filters):
         return None
     values = _log_only_values(filters)
     shape = _LogShape.of(scope, filters, values)
-    statement = _log_ids_statement(shape, filters.sort, db.engine.dialect.name)
-    return read_packed_ids(statement, {"log_date": log_date, "limit": limit + 1, **values}, limit)
+    dialect_name = db.engine.dialect.name
+    statement = _log_entries_statement(shape, filters.sort, dialect_name)
+    params = {"log_date": log_date, "limit": limit + 1, **values}
+    if dialect_name == "postgresql":
+        ids, snapshots = db.session.execute(statement, params).one()
+        packed = (ids or b"") + (snapshots or b"")
+    else:
+        rows = db.session.execute(statement, params).all()
+        packed = b"".join(struct.pack(">i", row[0]) for row in rows) + b"".join(
+            _SNAPSHOT.pack(row[1], row[2], row[3], row[4], _microseconds_since_epoch(row[5]))
+            for row in rows
+        )
+    return packed if len(packed) <= limit * ENTRY_BYTES else None
+
+
+def _microseconds_since_epoch(moment: datetime) -> int:
+    return (moment - _TIMESTAMP_EPOCH) // timedelta(microseconds=1)
+
+
+def entry_task_ids(packed: bytes | memoryview, offset: int, count: int) -> list[int]:
+    """The task ids of entries `offset` to `offset + count` of a day (`log_day_entries`)."""
+    count = min(count, len(packed) // ENTRY_BYTES - offset)
+    return ids_at(packed, 0, offset, count) if count > 0 else []
+
+
+def _snapshots_at(
+    packed: bytes | memoryview, log_date: date, offset: int, count: int
+) -> list[dict[str, Any]]:
+    """The snapshots (LogSnapshot's fields) of entries `offset` to `offset + count`."""
+    start = len(packed) // ENTRY_BYTES * ID_BYTES + offset * _SNAPSHOT.size
+    snapshots = []
+    for at in range(count):
+        log_id, assignee, status, priority, logged = _SNAPSHOT.unpack_from(
+            packed, start + at * _SNAPSHOT.size
+        )
+        snapshots.append(
+            {
+                "log_id": log_id,
+                "log_date": log_date,
+                "status": _STATUSES[status],
+                "priority": _PRIORITIES[priority],
+                "assigned_user_id": None if assignee == _NO_ASSIGNEE else assignee,
+                "logged_at": _TIMESTAMP_EPOCH + timedelta(microseconds=logged),
+            }
+        )
+    return snapshots
 
 
 @functools.cache
-def _log_rows_of_tasks_statement(dialect_name: str) -> Select[Any]:
-    """The day's entries of the tasks `:task_ids` as columns: the task's, then its snapshot's."""
-    snapshot = [column.label(label) for label, column in _SNAPSHOT_FIELDS.items()]
-    return (
-        select(*Task.__table__.columns, *snapshot)
-        .select_from(TaskLogEntry)
-        .join(Task, Task.id == TaskLogEntry.task_id)
-        .where(
-            TaskLogEntry.log_date == bindparam("log_date"),
-            is_one_of(TaskLogEntry.__table__.c.task_id, dialect_name),
-        )
-    )
+def _task_rows_statement(dialect_name: str) -> Select[Any]:
+    """The columns of the tasks `:task_ids`."""
+    return select(*Task.__table__.columns).where(is_one_of(Task.__table__.c.id, dialect_name))
 
 
-def log_rows_of_tasks(
-    log_date: date, task_ids: Sequence[int]
+def logged_rows_at(
+    log_date: date, packed: bytes | memoryview, offset: int, count: int
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """The entries of `task_ids` on `log_date` in that order, as `log_page_rows` gives them (a
-    task purged since has none)."""
+    """Entries `offset` to `offset + count` of a day (`log_day_entries`), as `log_page_rows`
+    gives them: only the tasks' rows are read (a task purged since has none, and its entry is
+    left out, as its entries went with it)."""
+    task_ids = entry_task_ids(packed, offset, count)
+    if not task_ids:
+        return []
+    snapshots = _snapshots_at(packed, log_date, offset, len(task_ids))
+    snapshot_of = dict(zip(task_ids, snapshots, strict=True))
     engine = fixed_plan_engine()
     dialect_name = engine.dialect.name
-    params = {"log_date": log_date, "task_ids": ids_value(task_ids, dialect_name)}
-    rows = fetch_all(engine, _log_rows_of_tasks_statement(dialect_name), params)
-    return _task_and_snapshot_pairs(in_order_of(task_ids, rows, "id"))
+    params = {"task_ids": ids_value(task_ids, dialect_name)}
+    rows = fetch_all(engine, _task_rows_statement(dialect_name), params)
+    return [(row, snapshot_of[row["id"]]) for row in in_order_of(task_ids, rows, "id")]
 
 
 def log_entries_for_date(

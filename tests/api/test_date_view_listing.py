@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 
 from app.cache.store import GLOBAL_GENERATION, ResponseCache
 from app.services import loader
-from app.services.task_logs import DAY_IDS
+from app.services.task_logs import DAY_ENTRIES
 from tests.api.conftest import hot_paths_of, logged_in_and_remembered
 from tests.conftest import Account
 
@@ -33,7 +33,7 @@ def listing_computations(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iter
     real = cache.set
 
     def spy(key: str, value: bytes) -> None:
-        if key.startswith(f"resp:{DAY_IDS}:"):
+        if key.startswith(f"resp:{DAY_ENTRIES}:"):
             stored.append(key)
         real(key, value)
 

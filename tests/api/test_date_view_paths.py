@@ -270,37 +270,62 @@ def test_a_page_and_its_tasks_are_read_in_one_query_by_the_join_path(
 
 
 def _ordered_ids(day: date, scope: TaskScope, filters: TaskFilters) -> list[int] | None:
-    packed = log_repo.log_task_ids(day, scope, filters, limit=1000)
-    return None if packed is None else ids_at(packed, 0, 0, 1000)
+    packed = log_repo.log_day_entries(day, scope, filters, limit=1000)
+    return None if packed is None else log_repo.entry_task_ids(packed, 0, 1000)
 
 
-def test_a_days_ordered_ids_and_their_rows_are_the_index_paths_pages(
+def test_a_days_packed_entries_and_their_rows_are_the_index_paths_pages(
     app: APIFlask, days: Day, app_context: None
 ) -> None:
+    """Ids and snapshots (every field: status, priority, an assignee or none, logged_at to the
+    microsecond) as the index path reads them from task_logger, page by page."""
     for scope_name, scope, filters in _cases(days.alice.id):
         for day in [*DAYS, UNLOGGED_DAY]:
             total, listed = _listing(day, scope, filters)
             assert _ordered_ids(day, scope, filters) == listed, (scope_name, filters, day)
-            packed = log_repo.log_task_ids(day, scope, filters, limit=1000)
-            assert packed is not None
+            packed = log_repo.log_day_entries(day, scope, filters, limit=1000)
+            assert packed is not None and len(packed) == total * log_repo.ENTRY_BYTES
             for offset in range(0, total + 3, 3):
                 by_offset = log_repo.log_page_rows(day, scope, filters, offset, 3)
-                page_ids = ids_at(packed, 0, offset, 3)
-                by_ids = log_repo.log_rows_of_tasks(day, page_ids) if page_ids else []
+                by_ids = log_repo.logged_rows_at(day, packed, offset, 3)
                 assert by_ids == by_offset, (scope_name, filters, day, offset)
     assert _listing(DAYS[1], SCOPES["live"], TaskFilters())[0] > 3  # windows at work
 
 
-def test_a_day_with_more_ids_than_the_limit_gives_none_and_the_join_path_gives_none(
+def test_a_snapshot_unlike_its_task_is_read_from_the_packed_entries(
+    app: APIFlask, days: Day, app_context: None
+) -> None:
+    """The snapshot is the day's, not the task's now: changed after the day was logged, the
+    task's row shows the change and the snapshot does not."""
+    scope, filters = SCOPES["live"], TaskFilters()
+    _, listed = _listing(DAYS[2], scope, filters)
+    task = db.session.get(Task, listed[0])
+    assert task is not None
+    was = (task.status, task.priority, task.assigned_user_id)
+    task.status, task.priority = TaskStatus.INACTIVE, TaskPriority.CRITICAL
+    task.assigned_user_id = days.bob.id if task.assigned_user_id is None else None
+    db.session.commit()
+    packed = log_repo.log_day_entries(DAYS[2], scope, filters, limit=1000)
+    assert packed is not None
+    [(row, snapshot)] = log_repo.logged_rows_at(DAYS[2], packed, 0, 1)
+    assert (row["status"], row["priority"]) == (TaskStatus.INACTIVE, TaskPriority.CRITICAL)
+    assert (snapshot["status"], snapshot["priority"], snapshot["assigned_user_id"]) == was
+    assert log_repo.logged_rows_at(DAYS[2], packed, 0, 1) == log_repo.log_page_rows(
+        DAYS[2], scope, filters, 0, 1
+    )
+
+
+def test_a_day_with_more_entries_than_the_limit_gives_none_and_the_join_path_gives_none(
     app: APIFlask, days: Day, app_context: None
 ) -> None:
     scope, filters = SCOPES["live"], TaskFilters()
     total, listed = _listing(DAYS[1], scope, filters)
-    at_limit = log_repo.log_task_ids(DAYS[1], scope, filters, limit=total)
-    assert at_limit is not None and ids_at(at_limit, 0, 0, total + 1) == listed
-    assert log_repo.log_task_ids(DAYS[1], scope, filters, limit=total - 1) is None
-    assert log_repo.log_task_ids(DAYS[1], TaskScope(owner_id=days.alice.id), filters, 99) is None
-    assert log_repo.log_task_ids(DAYS[1], scope, TaskFilters(q="alice"), 99) is None
+    at_limit = log_repo.log_day_entries(DAYS[1], scope, filters, limit=total)
+    assert at_limit is not None and log_repo.entry_task_ids(at_limit, 0, total + 1) == listed
+    assert log_repo.log_day_entries(DAYS[1], scope, filters, limit=total - 1) is None
+    owned = TaskScope(owner_id=days.alice.id)
+    assert log_repo.log_day_entries(DAYS[1], owned, filters, 99) is None
+    assert log_repo.log_day_entries(DAYS[1], scope, TaskFilters(q="alice"), 99) is None
 
 
 def test_ids_at_reads_a_window_after_the_skipped_bytes_and_stops_at_the_end() -> None:
@@ -316,9 +341,11 @@ def test_a_page_of_remembered_ids_skips_a_task_purged_since(
 ) -> None:
     scope, filters = SCOPES["live"], TaskFilters()
     _, listed = _listing(DAYS[1], scope, filters)
+    packed = log_repo.log_day_entries(DAYS[1], scope, filters, limit=1000)
+    assert packed is not None
     db.session.execute(text("DELETE FROM task_manager WHERE id = :id"), {"id": listed[1]})
     db.session.commit()  # the day's entries of the task go with it (ON DELETE CASCADE)
-    rows = log_repo.log_rows_of_tasks(DAYS[1], listed[:3])
+    rows = log_repo.logged_rows_at(DAYS[1], packed, 0, 3)
     assert [task["id"] for task, _ in rows] == [listed[0], listed[2]]
 
 
@@ -411,7 +438,7 @@ def test_a_big_days_packed_ids_come_in_the_order_of_its_pages(
     app: APIFlask, backend: str, alice: Account, app_context: None
 ) -> None:
     """On PostgreSQL the ids are packed by an aggregate over the ordered page of the day (see
-    app.repositories.task_logs._log_ids_statement): they must be in the order OFFSET pages
+    app.repositories.task_logs._log_entries_statement): they must be in the order OFFSET pages
     list, for every order, on a day of thousands with ties."""
     if backend != "postgresql":
         pytest.skip("the packing aggregate is PostgreSQL's")
@@ -424,9 +451,13 @@ def test_a_big_days_packed_ids_come_in_the_order_of_its_pages(
                 rows = log_repo.log_page_rows(DAYS[0], scope, filters, offset, 1000)
                 assert rows is not None
                 by_offset += [task["id"] for task, _ in rows]
-            packed = log_repo.log_task_ids(DAYS[0], scope, filters, limit=PLAN_TASKS)
+            packed = log_repo.log_day_entries(DAYS[0], scope, filters, limit=PLAN_TASKS)
             assert packed is not None
-            assert ids_at(packed, 0, 0, PLAN_TASKS) == by_offset, (scope, sort)
+            assert log_repo.entry_task_ids(packed, 0, PLAN_TASKS) == by_offset, (scope, sort)
+            for offset in (0, 999, PLAN_TASKS - 25):  # the snapshots in the same order
+                assert log_repo.logged_rows_at(DAYS[0], packed, offset, 20) == (
+                    log_repo.log_page_rows(DAYS[0], scope, filters, offset, 20)
+                ), (scope, sort, offset)
             assert len(by_offset) == PLAN_TASKS - (10 if scope == SCOPES["live"] else 0)
 
 

@@ -210,6 +210,30 @@ def test_every_date_view_page_shape_keeps_an_index_plan(
 
 
 @pytest.mark.usefixtures("big_table")
+def test_every_page_read_by_its_ids_keeps_an_index_plan(
+    app: APIFlask, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of the list or of a day whose ids are remembered: a primary-key lookup of its
+    ids, with the list's scope and filters applied again (a generic plan must not scan the
+    table for the filters instead)."""
+    served_by_list = _recorded(monkeypatch, task_repo)
+    served_by_day = _recorded(monkeypatch, log_repo)
+    scopes = {**SCOPES, "user": TaskScope(owner_id=alice.id)}
+    filter_sets = [*FILTERS, TaskFilters(unassigned=True), TaskFilters(deleted_only=True)]
+    with app.app_context():
+        for scope in scopes.values():
+            for filters in filter_sets:
+                task_repo.task_rows_of_ids(scope, filters, list(range(100, 120)))
+        packed = log_repo.log_day_entries(DAY, SCOPES["staff"], TaskFilters(), TASKS)
+        assert packed is not None
+        assert len(log_repo.logged_rows_at(DAY, packed, 4980, 20)) == 20
+        served = served_by_list + served_by_day
+        assert len(served) == len(scopes) * len(filter_sets) + 1
+        bad = _whole_table_reads(served)
+    assert not bad, bad
+
+
+@pytest.mark.usefixtures("big_table")
 def test_a_task_by_id_keeps_an_index_plan(
     app: APIFlask, alice: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from app.cache.store import GLOBAL_GENERATION, ResponseCache
 from app.services import loader
 from app.services.pages import TOTALS
-from app.services.task_logs import DAY_IDS
+from app.services.task_logs import DAY_ENTRIES
 from app.services.tasks import LIST_IDS
 from tests.api.conftest import hot_paths_of, logged_in_and_remembered
 from tests.conftest import Account
@@ -36,7 +36,7 @@ def count_lookups(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iterator[li
     real = cache.lookup
 
     def spy(prefix: str, *args: Any, **kwargs: Any) -> Any:
-        if prefix.startswith((f"{TOTALS}:", f"{LIST_IDS}:", f"{DAY_IDS}:")):
+        if prefix.startswith((f"{TOTALS}:", f"{LIST_IDS}:", f"{DAY_ENTRIES}:")):
             seen.append(prefix)
         return real(prefix, *args, **kwargs)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import redis
 
 from app.services.pages import TOTALS
-from app.services.task_logs import DAY_IDS
+from app.services.task_logs import DAY_ENTRIES
+from app.services.tasks import LIST_IDS
 from bench.api import Row, Scenario, WrkResult, forget_answers, median_run, verdicts
 from tests.reliability.helpers import running_redis
 
@@ -73,11 +74,17 @@ def test_a_cache_miss_row_whose_answers_were_mostly_hits_fails() -> None:
 
 def test_between_runs_the_answers_go_and_what_lists_remember_stays(tmp_path: Path) -> None:
     """On a real redis-server: a cache-miss run starts with no cached answer, but with the
-    counters, lists' totals and days' ids a running service has (bench.api.forget_answers)."""
+    counters, lists' totals and ids and days' entries a running service has
+    (bench.api.forget_answers)."""
     with running_redis(tmp_path) as server:
         cache = redis.Redis.from_url(server.url)
         answers = [f"resp:{n:040x}:v1.2" for n in range(2500)]  # more than one batch
-        kept = [f"resp:{TOTALS}:{'a' * 40}:v1.2", f"resp:{DAY_IDS}:{'b' * 40}:v1.3", "gen:global"]
+        kept = [
+            f"resp:{TOTALS}:{'a' * 40}:v1.2",
+            f"resp:{LIST_IDS}:{'c' * 40}:v1.2",
+            f"resp:{DAY_ENTRIES}:{'b' * 40}:v1.3",
+            "gen:global",
+        ]
         for key in [*answers, *kept]:
             cache.set(key, b"x")
 
