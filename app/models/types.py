@@ -40,6 +40,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         stored: datetime = value
+        if stored.tzinfo is UTC:  # PostgreSQL's in a UTC session (app.config): as it is
+            return stored
         if stored.tzinfo is None:
             return stored.replace(tzinfo=UTC)
         return stored.astimezone(UTC)

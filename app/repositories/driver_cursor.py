@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Select
+from sqlalchemy import Engine, Enum, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import ReturningInsert
+from sqlalchemy.types import TypeEngine
 
 Processor = Callable[[Any], Any] | None
 # What runs here: a query, or a write that says what it wrote (RETURNING).
@@ -81,11 +82,29 @@ def compile_for_driver(statement: Statement, dialect: Dialect) -> DriverStatemen
         bound_values={name: bind.value for name, bind in binds.items() if not bind.required},
         keys=tuple(str(column.key) for column in statement.exported_columns),
         processed=tuple(
-            (at, str(column.key), process, _none_stays_none(process))
+            processed
             for at, column in enumerate(statement.exported_columns)
-            if (process := column.type.dialect_impl(dialect).result_processor(dialect, None))
+            if (processed := _processed_column(at, str(column.key), column.type, dialect))
         ),
     )
+
+
+def _processed_column(
+    at: int, key: str, column_type: TypeEngine[Any], dialect: Dialect
+) -> tuple[int, str, Callable[[Any], Any], bool] | None:
+    """How the column at `at` is processed (see DriverStatement.processed), None if it is not.
+    An enum's processor is replaced by a lookup of what it gives for each of the enum's stored
+    values (measured: 1 us -> 0.1 us a value; an unknown value raises KeyError, a LookupError
+    as SQLAlchemy's own is)."""
+    impl = column_type.dialect_impl(dialect)
+    processor = impl.result_processor(dialect, None)
+    if processor is None:
+        return None
+    process: Callable[[Any], Any] = processor
+    none_stays_none = _none_stays_none(process)
+    if none_stays_none and isinstance(impl, Enum) and impl.enums:
+        process = {value: processor(value) for value in impl.enums}.__getitem__
+    return at, key, process, none_stays_none
 
 
 def _none_stays_none(process: Callable[[Any], Any]) -> bool:

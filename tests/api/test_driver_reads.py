@@ -13,14 +13,15 @@ import psycopg
 import pytest
 from apiflask import APIFlask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.exc import OperationalError
 from werkzeug.test import Client
 
 from app.cache.store import task_generation
 from app.database import fixed_plan_engine
 from app.extensions import db
-from app.models import Task
+from app.models import Task, TaskStatus
+from app.repositories.driver_cursor import compile_for_driver
 from app.repositories.tasks import TaskScope, _visible_task_row_statement, visible_task_row
 from tests.api.conftest import hot_paths_of
 from tests.api.test_observability import scrape, value
@@ -249,3 +250,22 @@ def test_a_driver_read_on_a_dead_connection_raises_sqlalchemys_error(
         with pytest.raises(OperationalError):
             visible_task_row(tasks["full"], TaskScope(None, include_deleted=True))
         assert visible_task_row(tasks["full"], TaskScope(None, include_deleted=True))  # recovered
+
+
+def test_an_enum_column_is_read_as_sqlalchemy_reads_it(app: APIFlask) -> None:
+    """Its processor is a lookup of the enum's stored values (app.repositories.driver_cursor):
+    the same members, None for NULL, and a value the enum does not have is an error, as it is
+    in SQLAlchemy (LookupError), not passed on as a string."""
+    with app.app_context():
+        dialect = db.engine.dialect
+    statement = select(Task.status, Task.priority)
+    driver = compile_for_driver(statement, dialect)
+    sqlalchemy_status = Task.__table__.c.status.type.dialect_impl(dialect).result_processor(
+        dialect, None
+    )
+    for status in TaskStatus:
+        row = driver.row((status.value, None))
+        assert row == {"status": sqlalchemy_status(status.value), "priority": None}
+        assert row["status"] is status
+    with pytest.raises(LookupError):
+        driver.row(("archived", "LOW"))
