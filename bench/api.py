@@ -92,7 +92,7 @@ BUSY_MACHINE_PCT = 10.0  # CPU share of other processes above which the figures 
 
 # --- the cache between runs --------------------------------------------------------------
 
-# What a list remembers for all of its pages (its total, a day's ordered ids), stored beside the
+# What a list remembers for all of its pages (its total or ids, a day's entries), stored beside the
 # answers, under the same key prefix (app.services.pages.remembered).
 REMEMBERED_KINDS = (TOTALS, LIST_IDS, DAY_ENTRIES)
 

@@ -56,7 +56,7 @@ def task_generation(task_id: int) -> str:
 
 
 # Bumped when a task's deleted state changes or its row goes (soft delete, restore, purge): with
-# a day's counter it guards what the date view reads from the log alone (a day's ordered ids),
+# a day's counter it guards what the date view reads from the log alone (a day's entries),
 # which no other change to a task can alter (the log's snapshots and creation times are fixed).
 DELETIONS_GENERATION = "gen:deletions"
 
@@ -112,14 +112,16 @@ class ResponseCache:
         self._failures_replayed = 0
         self._lock = threading.Lock()
         self._work_locks = tuple(threading.Lock() for _ in range(64))
-        # This process's copies of entries read again and again (a list's total or a day's
-        # ordered ids, for every page of it), by their versioned key: exact for as long as the
-        # key is current, and dropped when the entry would expire (the TTL also bounds a change
-        # made outside the app, which bumps nothing).
-        self._copies: TTLCache[str, bytes] = TTLCache(
+        # This process's copies of entries read again and again (a list's total or ids, a
+        # day's entries, for every page of it): by prefix, the one copy of its latest versioned
+        # key read here (a write makes the next read take a new key, and the copy under the old
+        # one, which will never be read again, goes instead of piling up until the size bound);
+        # exact for as long as the key is current, and dropped when the entry would expire (the
+        # TTL also bounds a change made outside the app, which bumps nothing).
+        self._copies: TTLCache[str, tuple[str, bytes]] = TTLCache(
             maxsize=LOCAL_COPY_BYTES,
             ttl=ttl_seconds,
-            getsizeof=lambda value: len(value) + LOCAL_COPY_OVERHEAD,
+            getsizeof=lambda copy: len(copy[1]) + LOCAL_COPY_OVERHEAD,
         )
         self._copies_lock = threading.Lock()
 
@@ -225,18 +227,19 @@ class ResponseCache:
             return None
         return _entry_key(prefix, [known[name] for name in names])
 
-    def local_copy(self, key: str) -> bytes | None:
-        """This process's copy of the entry under `key` (see `keep_local_copy`)."""
+    def local_copy(self, prefix: str, key: str) -> bytes | None:
+        """This process's copy of the entry under `key` (of `prefix`: see `keep_local_copy`)."""
         with self._copies_lock:
-            return self._copies.get(key)
+            copy = self._copies.get(prefix)
+        return copy[1] if copy is not None and copy[0] == key else None
 
-    def keep_local_copy(self, key: str, value: bytes) -> None:
-        """Keep an entry in this process too: a versioned key names one value forever. One
-        larger than the whole budget is not kept."""
+    def keep_local_copy(self, prefix: str, key: str, value: bytes) -> None:
+        """Keep an entry of `prefix` in this process too, in place of any other version of it:
+        a versioned key names one value forever. One larger than the whole budget is not kept."""
         if len(value) + LOCAL_COPY_OVERHEAD > LOCAL_COPY_BYTES:
             return
         with self._copies_lock:
-            self._copies[key] = value
+            self._copies[prefix] = (key, value)
 
     def set(self, key: str, value: bytes) -> None:
         try:

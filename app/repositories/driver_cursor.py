@@ -52,7 +52,8 @@ class DriverStatement:
 
     def row(self, raw: tuple[Any, ...]) -> dict[str, Any]:
         # Most columns need no processing (ints, strings, dates on psycopg): copied as they
-        # come, then the few processed ones replaced (measured: 74 -> 30 us a page of 20).
+        # come, then the few processed ones replaced (with the enum lookups below, measured:
+        # 50 -> 43 us for a page of 20 task rows on PostgreSQL).
         values = dict(zip(self.keys, raw, strict=True))
         for at, key, process, none_stays_none in self.processed:
             value = raw[at]
@@ -94,8 +95,8 @@ def _processed_column(
 ) -> tuple[int, str, Callable[[Any], Any], bool] | None:
     """How the column at `at` is processed (see DriverStatement.processed), None if it is not.
     An enum's processor is replaced by a lookup of what it gives for each of the enum's stored
-    values (measured: 1 us -> 0.1 us a value; an unknown value raises KeyError, a LookupError
-    as SQLAlchemy's own is)."""
+    values (one dict lookup instead of two Python calls; an unknown value raises KeyError, a
+    LookupError as SQLAlchemy's own is)."""
     impl = column_type.dialect_impl(dialect)
     processor = impl.result_processor(dialect, None)
     if processor is None:

@@ -629,7 +629,12 @@ def log_day_entries(
     params = {"log_date": log_date, "limit": limit + 1, **values}
     if dialect_name == "postgresql":
         ids, snapshots = db.session.execute(statement, params).one()
-        packed = (ids or b"") + (snapshots or b"")
+        ids, snapshots = ids or b"", snapshots or b""
+        if len(snapshots) != len(ids) // ID_BYTES * _SNAPSHOT.size:
+            # A NULL part (which the schema rules out) would drop a snapshot from the aggregate
+            # and shift every later one: the day is paged the other way instead.
+            return None
+        packed = ids + snapshots
     else:
         rows = db.session.execute(statement, params).all()
         packed = b"".join(struct.pack(">i", row[0]) for row in rows) + b"".join(

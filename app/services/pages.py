@@ -1,5 +1,5 @@
 """A page of a list whose total is counted separately, and what a list remembers in the cache
-(its total, a day's ordered ids) for all of its pages."""
+(its total or ordered ids, a day's entries) for all of its pages."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class Page(Generic[T]):
         return (self.page - 1) * self.per_page
 
 
-# Threads of a process that miss the same count (or a day's ordered ids) wait for the first
+# Threads of a process that miss the same count (or a list's ids) wait for the first
 # one's answer instead of all scanning the same rows at once (a day of the log: 100,000 rows
 # each); across processes, the first to claim it in the cache computes it, and the others wait
 # for its value (or take the claim over if that fails). How long the others wait for a claimed
@@ -50,7 +50,8 @@ _FIRST_POLL_SECONDS, _LAST_POLL_SECONDS = 0.002, 0.01
 TOTALS = "count"  # the kind of value `counted` remembers (see `remembered`)
 
 # A list's ordered ids are remembered for its pages up to this many (4 bytes each: 1 MB in the
-# cache, and in each process that reads it); a longer list is counted and paged by OFFSET.
+# cache, and in each process that reads it; a day's entries 28 bytes each: 7 MB); a longer list
+# is counted and paged by OFFSET.
 MAX_REMEMBERED_IDS = 250_000
 _IDS, _TOO_MANY = b"I", b"-"  # what a remembered value of ids starts with
 
@@ -100,29 +101,29 @@ def remembered(
     # Under the counters' values this request's answer was looked up with, this process may
     # hold the value already (for every other page of the same list): no round trip then.
     known_key = cache.key_for(prefix, generations, noted_counters())
-    if known_key is not None and (copy := cache.local_copy(known_key)) is not None:
+    if known_key is not None and (copy := cache.local_copy(prefix, known_key)) is not None:
         return copy
     looked = cache.lookup(prefix, generations)
     if looked is None:  # the cache is unavailable
         return None
     if looked.entry is not None:
-        return _kept(cache, looked.key, looked.entry)
+        return _kept(cache, prefix, looked.key, looked.entry)
     with cache.local_lock(prefix):
         again = cache.lookup(prefix, generations)  # computed while this one waited?
         if again is not None and again.entry is not None:
-            return _kept(cache, again.key, again.entry)
+            return _kept(cache, prefix, again.key, again.entry)
         key = (again or looked).key
         claim = f"{key}:computing"
         elsewhere = _claim_or_wait(cache, claim, prefix, generations, key)
         if elsewhere is not None:
-            return _kept(cache, key, elsewhere)
+            return _kept(cache, prefix, key, elsewhere)
         try:
             value = compute()
         except BaseException:
             cache.release(claim)  # a waiter takes the claim and computes instead
             raise
         cache.set(key, value)
-    return _kept(cache, key, value)
+    return _kept(cache, prefix, key, value)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -141,8 +142,8 @@ def _prefix(kind: str, what: Any) -> str:
         return _described.__wrapped__(kind, what)
 
 
-def _kept(cache: ResponseCache, key: str, value: bytes) -> bytes:
-    cache.keep_local_copy(key, value)
+def _kept(cache: ResponseCache, prefix: str, key: str, value: bytes) -> bytes:
+    cache.keep_local_copy(prefix, key, value)
     return value
 
 
