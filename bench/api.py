@@ -101,7 +101,7 @@ def forget_answers(cache: redis.Redis) -> int:
     """Delete every cached answer, keeping the counters and what the lists remember for all of
     their pages: a service that has been running has those, and the cache-miss rows are about
     answers nobody asked for yet, not about the first request of a list after Redis lost
-    everything (that one reads the list's ids or the day's entries: 10-40 ms, then no more; see
+    everything (that one reads the list's ids or the day's entries: 20-170 ms, then no more; see
     --cold-cache). Returns how many were deleted."""
     kept = tuple(f"{ENTRY_KEY_PREFIX}{kind}:".encode() for kind in REMEMBERED_KINDS)
     entries = cache.scan_iter(match=f"{ENTRY_KEY_PREFIX}*", count=1000)
