@@ -47,7 +47,7 @@ from app.config import Settings
 from app.models import Role
 from app.models.types import MAX_ID
 from app.observability.logging import REQUEST_ID_HEADER, log_request, request_id_from
-from app.observability.metrics import CACHE_LOOKUPS, count_request
+from app.observability.metrics import count_cache_lookup, count_request
 from app.services import sessions
 from app.services.sessions import Principal
 
@@ -158,7 +158,7 @@ class HotPaths:
             status, body, stored = 304, b"", {"ETag": etag}
         else:
             status = 200
-        CACHE_LOOKUPS.labels(x_cache.lower()).inc()
+        count_cache_lookup(x_cache)
         return self._answer(
             environ, rule, actor, status, {"X-Cache": x_cache, **stored}, body, started
         )
