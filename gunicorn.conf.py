@@ -19,7 +19,9 @@ bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '5000')
 # against 0.18 (p99 34 ms against 62), list misses 0.27 against 0.27 (p99 41 against 55),
 # GET /task/<id> misses 0.40 against 0.35 (p99 25 against 55), PUT p99 41 ms against 112, cache
 # hits 0.71/0.66 against 0.76/0.64 x ceiling. (Earlier: 4 x 1 answered 15-70% more misses than
-# 2 x 2, and 4 x 2 25-35% fewer GET /task/<id> misses than 2 x 2.)
+# 2 x 2, and 4 x 2 25-35% fewer GET /task/<id> misses than 2 x 2. Later, 3 x 1 against two runs
+# of 2 x 1 the same hour: cache hits 0.75-0.80 x ceiling against 0.62-0.69, misses within
+# 0.01-0.03, but p99 higher on every miss and write row, PUT's 50.5 ms against 27-29.)
 # Without Redis (the embedded default) the response cache and rate-limit counts live in each
 # process, so one worker keeps them exact, with two threads so that one slow request does not
 # hold up the next.
