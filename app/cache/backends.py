@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -12,6 +10,8 @@ from typing import Any, Protocol
 import diskcache
 import redis
 from cachetools import TTLCache
+
+from app.unique import unique_bits
 
 # Generation counters (see app.cache.store) are the keys with this prefix.
 COUNTER_PREFIX = "gen:"
@@ -85,13 +85,9 @@ return values
 """
 
 
-# Uniqueness, not secrecy, is wanted: a fast generator, seeded from the OS.
-_random = random.Random(secrets.randbits(128))  # noqa: S311
-
-
 def _seed() -> int:
     """A random starting value for a seeded counter (room left for 2**62 increments)."""
-    return _random.getrandbits(62)
+    return unique_bits(62)
 
 
 class RedisBackend:

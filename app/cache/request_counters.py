@@ -1,7 +1,8 @@
 """The generation counters' values that the current request's cached answer was looked up
 under, for the lookups the same request makes afterwards (a list's total or ids, a day's
-entries: see app.services.pages.remembered): a value stored under those very values belongs with an
-answer stored under them, and reading it costs no round trip when this process has a copy."""
+entries: see app.services.pages.remembered): a value stored under those very values belongs
+with an answer stored under them, and reading it costs no round trip when this process has a
+copy."""
 
 from __future__ import annotations
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import random
 import sys
 import time
 from typing import Any
@@ -12,18 +10,14 @@ from typing import Any
 from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
 
+from app.unique import unique_bits
+
 REQUEST_ID_HEADER = "X-Request-ID"
 # WSGI environ: the authenticated caller's id, for the server's access log (gunicorn.conf.py).
 USER_ID_ENVIRON = "mediaamp.user_id"
 # A client's id is echoed only if it looks like an id (no log injection through the header).
 _MAX_REQUEST_ID = 128
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
-# Request ids need to be unique, not secret: a generator seeded from the OS costs no system call
-# per id (uuid4 reads the OS's random source for each). A forked child (a gunicorn or Celery
-# worker) seeds its own again, or it would repeat its parent's ids.
-_request_ids = random.Random()  # noqa: S311
-os.register_at_fork(after_in_child=_request_ids.seed)
 
 log = logging.getLogger("app.request")
 
@@ -67,7 +61,7 @@ def request_id_from(given: str | None) -> str:
     """The client's `X-Request-ID` if it looks like an id, else a new one."""
     if given and len(given) <= _MAX_REQUEST_ID and set(given) <= _REQUEST_ID_CHARS:
         return given
-    return f"{_request_ids.getrandbits(128):032x}"
+    return f"{unique_bits(128):032x}"
 
 
 def log_request(

@@ -77,31 +77,21 @@ class LoaderCollector(Collector):
 # A metric's child for given label values, kept: `labels()` validates the values and takes the
 # metric's lock on every call, a few per cent of a cached answer's CPU. Children are never
 # removed, so a kept one stays the metric's; the bound only caps what odd methods could add.
-@functools.lru_cache(maxsize=1024)
-def _requests_of(method: str, endpoint: str, status: int) -> Any:
-    return HTTP_REQUESTS.labels(method, endpoint, str(status))
-
-
-@functools.lru_cache(maxsize=1024)
-def _latency_of(method: str, endpoint: str) -> Any:
-    return HTTP_LATENCY.labels(method, endpoint)
-
-
-@functools.lru_cache(maxsize=16)
-def _cache_lookups_of(result: str) -> Any:
-    return CACHE_LOOKUPS.labels(result.lower())
+@functools.lru_cache(maxsize=2048)
+def _child(metric: Any, *label_values: str) -> Any:
+    return metric.labels(*label_values)
 
 
 def count_request(method: str, endpoint: str, status: int, seconds: float | None) -> None:
     """One answered request (by Flask's hooks, or by app.api.hot_paths)."""
-    _requests_of(method, endpoint, status).inc()
+    _child(HTTP_REQUESTS, method, endpoint, str(status)).inc()
     if seconds is not None:
-        _latency_of(method, endpoint).observe(seconds)
+        _child(HTTP_LATENCY, method, endpoint).observe(seconds)
 
 
 def count_cache_lookup(result: str) -> None:
     """One answer of a cached endpoint, by its `X-Cache` (HIT, MISS or BYPASS)."""
-    _cache_lookups_of(result).inc()
+    _child(CACHE_LOOKUPS, result.lower()).inc()
 
 
 def _endpoint() -> str:

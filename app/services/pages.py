@@ -36,11 +36,11 @@ class Page(Generic[T]):
         return (self.page - 1) * self.per_page
 
 
-# Threads of a process that miss the same count (or a list's ids) wait for the first
-# one's answer instead of all scanning the same rows at once (a day of the log: 100,000 rows
-# each); across processes, the first to claim it in the cache computes it, and the others wait
-# for its value (or take the claim over if that fails). How long the others wait for a claimed
-# value before computing it themselves (the claimer's process died):
+# Threads of a process that miss the same count (or a list's ids, a day's entries) wait for
+# the first one's answer instead of all scanning the same rows at once (a day of the log:
+# 100,000 rows each); across processes, the first to claim it in the cache computes it, and
+# the others wait for its value (or take the claim over if that fails). How long the others
+# wait for a claimed value before computing it themselves (the claimer's process died):
 COUNT_CLAIM_SECONDS = 5.0
 # The pause between polls doubles up to 10 ms: a count takes 10-40 ms, and a longer pause would
 # keep a waiter waiting well after the value is there.
