@@ -23,7 +23,6 @@ from app.api import (  # noqa: F401  (current_user registers the token callbacks
     tasks,
 )
 from app.api.errors import register_error_handlers
-from app.api.hot_paths import install_hot_paths
 from app.api.json_provider import install_json
 from app.api.rate_limits import init_rate_limits
 from app.auth.tokens import VerifiedTokens
@@ -56,7 +55,6 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     if settings.database_url.startswith("sqlite"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
-    database.install_fixed_plan_engine(app)
     database.install_connection_rules(app, settings.db_ping_idle_seconds)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
 
@@ -69,7 +67,6 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     app.register_blueprint(docs.bp)
 
     init_cache(app, settings)
-    install_hot_paths(app)
     app.extensions["verified_tokens"] = VerifiedTokens(settings.session_memory_max_entries)
     init_rate_limits(app, settings)
     init_celery(app, settings)

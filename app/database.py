@@ -8,8 +8,8 @@ import sqlite3
 import time
 from typing import Any
 
-from flask import Flask, current_app, g, has_app_context
-from sqlalchemy import create_engine, event, text
+from flask import Flask, g, has_app_context
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session
@@ -34,47 +34,17 @@ READ_ONLY = "read_only"  # flask.g flag: the app context's session only reads (`
 _LAST_USED = "last_used"  # connection record info: time.monotonic() of its last check-in
 
 
-def fixed_plan_engine() -> Engine:
-    """The engine for the statements run on the driver's cursor (app.repositories.driver_cursor:
-    the fast reads and the task write), each built once per shape with every value bound,
-    LIMIT and OFFSET too. On PostgreSQL it is a pool of its own whose sessions run with
-    plan_cache_mode=force_generic_plan (app.config): by default the server plans such a
-    statement again for every page, as a kept plan cannot know how far OFFSET goes, and that
-    planning costs about as much as running the plan. The statements are written so that the kept
-    plan is the one every page wants (tests/api/test_fixed_plans.py). Only those statements
-    run there; the ORM's keep the default, on `db.engine`. On SQLite this is `db.engine`."""
-    engine: Engine | None = current_app.extensions.get(_FIXED_PLAN_ENGINE)
-    return engine if engine is not None else db.engine
-
-
-_FIXED_PLAN_ENGINE = "fixed_plan_engine"  # app.extensions key
-
-
-def install_fixed_plan_engine(app: Flask) -> None:
-    """Create `fixed_plan_engine`'s pool where the configuration asks for one (PostgreSQL)."""
-    options = app.config.get("FIXED_PLAN_ENGINE")
-    if options is not None:
-        app.extensions[_FIXED_PLAN_ENGINE] = create_engine(**options)
-
-
-def _all_engines(app: Flask) -> list[Engine]:
-    with app.app_context():
-        engines = [db.engine]
-    fixed: Engine | None = app.extensions.get(_FIXED_PLAN_ENGINE)
-    return engines if fixed is None else [*engines, fixed]
-
-
 def install_connection_rules(app: Flask, ping_idle_seconds: float) -> None:
-    """PostgreSQL connections (every pool's): ping one idle longer than `ping_idle_seconds`
+    """PostgreSQL connections: ping one idle longer than `ping_idle_seconds`
     before handing it out (SQLAlchemy's pool_pre_ping pings every checkout: a round trip per
     request), and run read-only sessions in autocommit (`read_in_autocommit`)."""
-    fixed: Engine | None = app.extensions.get(_FIXED_PLAN_ENGINE)
-    for engine in _all_engines(app):
-        if engine.dialect.name == "postgresql":
-            _install_rules(engine, ping_idle_seconds, always_autocommit=engine is fixed)
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name == "postgresql":
+        _install_rules(engine, ping_idle_seconds)
 
 
-def _install_rules(engine: Engine, ping_idle_seconds: float, always_autocommit: bool) -> None:
+def _install_rules(engine: Engine, ping_idle_seconds: float) -> None:
     @event.listens_for(engine, "checkout")
     def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         idle = time.monotonic() - record.info.get(_LAST_USED, 0.0)
@@ -91,14 +61,14 @@ def _install_rules(engine: Engine, ping_idle_seconds: float, always_autocommit: 
     @event.listens_for(engine, "checkin")
     def _mark_used(dbapi_connection: Any, record: Any) -> None:
         record.info[_LAST_USED] = time.monotonic()
-        if not always_autocommit and getattr(dbapi_connection, "autocommit", False):
+        if getattr(dbapi_connection, "autocommit", False):
             dbapi_connection.autocommit = False
 
 
 def read_only_session() -> None:
     """Flag the app context's session as read-only (see `read_in_autocommit`). The flag lives on
     the app context, not the session, so that flagging creates no session: a request that
-    turns out to need none (a read on the driver's cursor, a cache hit) never builds one."""
+    turns out to need none (a cache hit) never builds one."""
     setattr(g, READ_ONLY, True)
 
 

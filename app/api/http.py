@@ -8,7 +8,6 @@ from flask import Flask, Request, Response, current_app, request
 from flask.sessions import NullSession, SecureCookieSessionInterface
 from flask_cors import CORS
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
-from werkzeug.http import parse_etags
 
 from app.database import end_read_only_session, read_only_session
 from app.models.types import MAX_ID
@@ -118,11 +117,3 @@ def install(app: Flask) -> None:
     app.after_request(add_security_headers)
     settings = app.config.get("SETTINGS")
     install_cors(app, list(getattr(settings, "cors_origins", None) or []))
-
-
-def if_match_tags_of(header: str | None) -> set[str] | None:
-    """The tags of an `If-Match` header (`{"*"}` for a star), None without the header."""
-    if header is None:
-        return None
-    tags = parse_etags(header)
-    return {"*"} if tags.star_tag else set(tags.as_set(include_weak=False))

@@ -38,32 +38,11 @@ class OrjsonProvider(DefaultJSONProvider):
             return super().dumps(obj, **kwargs)
         return self._dump_bytes(obj, indent=bool(kwargs.get("indent"))).decode()
 
-    @property
-    def indents(self) -> bool:
-        """Whether answers are indented (debug mode): JSON already encoded (an
-        orjson.Fragment) is written as it is, unindented."""
-        return self.compact is False or (self.compact is None and self._app.debug)
-
-    def response_body(self, obj: Any) -> bytes:
-        """The body of `response(obj)`."""
-        return self._dump_bytes(obj, indent=self.indents) + b"\n"
-
     def response(self, *args: Any, **kwargs: Any) -> Response:
-        body = self.response_body(self._prepare_response_obj(args, kwargs))
+        obj = self._prepare_response_obj(args, kwargs)
+        indent = self.compact is False or (self.compact is None and self._app.debug)
         response_class = cast("type[Response]", self._app.response_class)
-        return response_class(body, mimetype=self.mimetype)
-
-
-def indents_answers(app: Flask) -> bool:
-    """Whether `app`'s JSON answers are indented (see OrjsonProvider.indents)."""
-    return cast(OrjsonProvider, app.json).indents
-
-
-def json_answer(app: Flask, data: Any, headers: dict[str, str]) -> tuple[dict[str, str], bytes]:
-    """What `app.json.response(data)` with `headers` answers, as headers and body: for answers
-    built outside a request (app.api.hot_paths)."""
-    provider = cast(OrjsonProvider, app.json)
-    return {"Content-Type": provider.mimetype, **headers}, provider.response_body(data)
+        return response_class(self._dump_bytes(obj, indent) + b"\n", mimetype=self.mimetype)
 
 
 def install_json(app: Flask) -> None:

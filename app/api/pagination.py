@@ -57,11 +57,7 @@ def link_header(pagination: Pagination, args: dict[str, str], base_url: str) -> 
     return ", ".join(links)
 
 
-def paginated(
-    pagination: Pagination, args: dict[str, str] | None = None, base_url: str | None = None
-) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """A page's body and Link header; for the current request unless `args` and `base_url`
-    are given (outside a request: app.api.hot_paths)."""
-    if args is None or base_url is None:
-        args, base_url = request.args.to_dict(), request.base_url
-    return page_body(pagination), 200, {"Link": link_header(pagination, args, base_url)}
+def paginated(pagination: Pagination) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A page's body and its Link header for the current request."""
+    link = link_header(pagination, request.args.to_dict(), request.base_url)
+    return page_body(pagination), 200, {"Link": link}

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import current_app, url_for
-from pydantic import BaseModel
+from flask import url_for
 from werkzeug.datastructures import MultiDict
 
 from app.api.caching import (
@@ -15,20 +13,17 @@ from app.api.caching import (
     CACHE_HEADERS,
     IF_MATCH_DOC,
     cached,
-    if_match_tags,
+    if_match,
     quote_etag,
     scope_generations,
 )
 from app.api.current_user import current_user
-from app.api.direct_writes import direct_write
-from app.api.json_provider import indents_answers
 from app.api.pagination import Pagination, paginated
 from app.cache.invalidation import log_generations
 from app.cache.store import task_generation
 from app.extensions import token_auth
 from app.models import Role
 from app.repositories.tasks import TaskFilters
-from app.schemas.column_json import task_json, task_page_json
 from app.schemas.common import PageQuery
 from app.schemas.tasks import (
     AuditPage,
@@ -63,26 +58,6 @@ def _list_generations(user: Actor, args: MultiDict[str, str]) -> list[str]:
     return scope_generations(user) + (log_generations(day) if day else [])
 
 
-def _list_answer(
-    actor: Actor, args: MultiDict[str, str], base_url: str
-) -> tuple[Any, dict[str, str]]:
-    """`list_tasks`'s 200 answer for the hot-path middleware: the same query and output models."""
-    given = args.to_dict()
-    query = TaskListQuery.model_validate(given)  # as APIFlask reads a query
-    body, _, headers = paginated(_tasks_page(actor, query), given, base_url)
-    return _output_of(TaskPage, task_page_json, body), headers
-
-
-def _output_of(model: type[BaseModel], encode: Callable[[Any], Any], values: Any) -> Any:
-    """`model`'s output of `values` for the hot path: encoded from the column values by
-    `encode` (app.schemas.column_json), or by the model where it answers None or in debug mode
-    (indented answers, which an encoded fragment is not)."""
-    encoded = None if indents_answers(current_app) else encode(values)
-    if encoded is not None:
-        return encoded
-    return model.model_validate(values).model_dump(mode="json", by_alias=True)
-
-
 def _tasks_page(actor: Actor, query: TaskListQuery) -> Pagination:
     """The page of tasks, or of the date view with `date`, that the query asks for."""
     assigned = query.assigned_user
@@ -107,7 +82,7 @@ def _tasks_page(actor: Actor, query: TaskListQuery) -> Pagination:
 
 @bp.get("/tasks")
 @bp.auth_required(token_auth)
-@cached(_list_generations, direct=_list_answer)
+@cached(_list_generations)
 @bp.input(TaskListQuery, location="query", arg_name="query")
 @bp.output(TaskPage, headers=LIST_HEADERS)
 @bp.doc(
@@ -136,21 +111,9 @@ def create_task(body: TaskCreateIn) -> Any:
     return task, 201, {"Location": url_for("tasks.get_task", task_id=task.id)}
 
 
-def _task_answer(
-    actor: Actor, _args: MultiDict[str, str], _base_url: str, task_id: int
-) -> tuple[Any, dict[str, str]] | None:
-    """`get_task`'s 200 answer for the hot-path middleware, read without the ORM session; None
-    where the view answers 404 (Flask does then)."""
-    fields = task_service.visible_task_fields(actor, task_id)
-    if fields is None:
-        return None
-    headers = {"ETag": quote_etag(task_service.version_tag(fields))}
-    return _output_of(TaskOut, task_json, fields), headers
-
-
 @bp.get("/task/<int:task_id>")
 @bp.auth_required(token_auth)
-@cached(lambda _user, _args, task_id: [task_generation(task_id)], direct=_task_answer)
+@cached(lambda _user, _args, task_id: [task_generation(task_id)])
 @bp.output(TaskOut, headers={**TASK_HEADERS, **CACHE_HEADERS})
 @bp.doc(summary="Get a task", description=VISIBILITY + CACHE_DOC, responses=[304, 401, 404])
 def get_task(task_id: int) -> Any:
@@ -158,20 +121,8 @@ def get_task(task_id: int) -> Any:
     return task, 200, {"ETag": quote_etag(task_service.version_tag(task))}
 
 
-def _update_task_directly(
-    actor: Actor, body: Any, if_match: set[str] | None, task_id: int
-) -> tuple[Any, dict[str, str]]:
-    """`update_task`'s 200 answer for the hot-path middleware (app.api.direct_writes): the same
-    input model, service and output model; anything else raises and Flask answers."""
-    changes = TaskUpdateIn.model_validate(body).model_dump(exclude_unset=True)
-    task = task_service.update_task(actor, task_id, changes, if_match)
-    data = TaskOut.model_validate(task).model_dump(mode="json", by_alias=True)
-    return data, {"ETag": quote_etag(task_service.version_tag(task))}
-
-
 @bp.put("/task/<int:task_id>")
 @bp.auth_required(token_auth)
-@direct_write(_update_task_directly)
 @bp.input(TaskUpdateIn, arg_name="body")
 @bp.output(TaskOut, headers=TASK_HEADERS)
 @bp.doc(
@@ -183,7 +134,7 @@ def _update_task_directly(
 )
 def update_task(task_id: int, body: TaskUpdateIn) -> Any:
     task = task_service.update_task(
-        current_user(), task_id, body.model_dump(exclude_unset=True), if_match_tags()
+        current_user(), task_id, body.model_dump(exclude_unset=True), if_match()
     )
     return task, 200, {"ETag": quote_etag(task_service.version_tag(task))}
 
@@ -204,7 +155,7 @@ def update_task(task_id: int, body: TaskUpdateIn) -> Any:
     },
 )
 def delete_task(task_id: int) -> tuple[str, int]:
-    task_service.soft_delete_task(current_user(), task_id, if_match_tags())
+    task_service.soft_delete_task(current_user(), task_id, if_match())
     return "", 204
 
 

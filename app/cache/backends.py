@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import diskcache
 import redis
@@ -112,7 +112,6 @@ class RedisBackend:
         self._seeded = seeded_counter
         # EVALSHA, loading the script again if the server lost it (restart, SCRIPT FLUSH).
         self._lookup = self._shared.register_script(_LOOKUP_SCRIPT)
-        self._replies_skippable: bool | None = None  # unknown until the first `set`
 
     @property
     def _client(self) -> redis.Redis:
@@ -155,31 +154,8 @@ class RedisBackend:
             raise CacheUnavailable(str(exc)) from exc
 
     def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
-        """Stores without waiting for Redis's reply (CLIENT REPLY SKIP: Redis sends none):
-        waiting costs the thread a sleep and a wake-up for an answer that only says OK. The
-        thread's later commands go on the same connection, after this one; an entry lost to
-        an error nobody hears of is a miss later, never a wrong answer (its key is versioned).
-        A server or proxy that does not honour CLIENT REPLY (found out once, by
-        `_replies_skippable`) gets a plain SET, whose reply is read."""
-        client = self._client
-        command = ("SET", key, value, "EX", ttl_seconds)
         try:
-            with client.single_connection_lock:
-                connection = client.connection  # a single-connection client's own
-                if connection is None:
-                    raise redis.ConnectionError("the client holds no connection")
-                if self._replies_skippable is None:
-                    self._replies_skippable = _honours_reply_skip(connection, command)
-                    return  # the probe stored the entry
-                if not self._replies_skippable:
-                    client.set(key, value, ex=ttl_seconds)
-                    return
-                packed = connection.pack_commands(  # type: ignore[no-untyped-call]
-                    [("CLIENT", "REPLY", "SKIP"), command]
-                )
-                # One write: redis-py keeps a large value as a chunk of its own, and each chunk
-                # costs a send (and a poll before it) of its own.
-                connection.send_packed_command([b"".join(packed)])  # type: ignore[no-untyped-call]
+            self._client.set(key, value, ex=ttl_seconds)
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
 
@@ -211,29 +187,6 @@ class RedisBackend:
             self._client.ping()
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
-
-
-def _honours_reply_skip(connection: redis.connection.AbstractConnection, command: Any) -> bool:
-    """Whether the server behind `connection` honours CLIENT REPLY SKIP (a proxy, or a server
-    with CLIENT renamed away, may not): sends it with `command` and a PING, and reads the
-    replies up to the PONG. Only the PONG comes back if it does; else an error for CLIENT REPLY
-    and the command's reply come first, and are read here, so that no later command reads a
-    reply that is not its own."""
-    packed = connection.pack_commands(  # type: ignore[no-untyped-call]
-        [("CLIENT", "REPLY", "SKIP"), command, ("PING",)]
-    )
-    connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
-    replies = 0
-    while True:
-        replies += 1
-        try:
-            reply = connection.read_response()
-        except redis.ResponseError:
-            continue  # CLIENT REPLY refused: the SET's and the PING's replies follow
-        if reply in (b"PONG", "PONG", True):
-            return replies == 1
-        if replies >= 3:
-            raise redis.ConnectionError(f"unexpected replies to a PING: {reply!r}")
 
 
 class MemoryBackend(_TwoStepLookup):

@@ -1,18 +1,19 @@
 """Exact invalidation: every committed change to a task bumps the generations that guard it.
 
-It hooks the ORM session, so every write path (services, imports, admin purge) is covered
-without each one remembering to invalidate: after a flush the changed tasks' generations are
-collected, and after the commit they are bumped. Core statements that bypass the ORM (the
-daily loader's INSERT ... SELECT, bulk imports) bump their own generations.
+One mechanism for every write: the session. Whatever a transaction writes adds the generations
+it could change to the session's pending set, and after its commit they are bumped (after a
+rollback, forgotten). Nothing else bumps a generation, so no write path has to remember to:
+
+- ORM objects: after a flush, the changed tasks' generations (their owners before and after).
+- Core statements (the loader's INSERT ... SELECT, a CSV import's batches, bulk UPDATEs) add
+  what they could change with `invalidate_on_commit`, or with the execution option
+  `invalidates` when run on the session; an INSERT, UPDATE or DELETE of tasks run on the
+  session that names nothing bumps everything.
 
 The same hooks guard what processes remember of verified sessions (app.auth.session_memory): a
 change to a user's role or active flag, a deleted user, or a revoked token family bumps that
 user's auth generation. A bulk UPDATE or DELETE of users or families names the user it is about
-with the execution option `sessions_of_user`; one that does not bumps everything. An UPDATE of a
-task's row that does not go through the ORM object (app.repositories.tasks.write_task_row)
-names the task and its owners with `task_written`; any other UPDATE or DELETE of tasks bumps
-everything. A write outside the session (app.repositories.tasks.write_task_row_at_once) is
-invalidated by its caller.
+with the execution option `sessions_of_user`; one that does not bumps everything.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from app.cache.store import (
     scope_generation,
     task_generation,
 )
+from app.extensions import db
 from app.models import Task, TokenFamily, User
-from app.repositories.tasks import TASK_WRITTEN, TaskScope
+from app.repositories.tasks import TaskScope
 
 STAFF_SCOPE = "staff"  # admins and moderators see every task
 PENDING_KEY = "pending_cache_generations"
 SESSIONS_OF_USER = "sessions_of_user"  # execution option: the user a bulk statement is about
+INVALIDATES = "invalidates"  # execution option: the generations a Core statement could change
 # What a remembered session holds: a change to these ends or alters the user's sessions.
 SESSION_ATTRIBUTES = ("role", "is_active")
 
@@ -96,11 +99,30 @@ def current_cache() -> ResponseCache | None:
     return cache
 
 
-def bump(generations: Iterable[str]) -> None:
+def _bump(generations: Iterable[str]) -> None:
     cache = current_cache()
     names = sorted(set(generations))
     if cache is not None and names:
         cache.bump(names)
+
+
+def _pending(session: Session) -> set[str]:
+    pending: set[str] = session.info.setdefault(PENDING_KEY, set())
+    return pending
+
+
+def invalidate_on_commit(generations: Iterable[str]) -> None:
+    """Bump `generations` once the app's session commits what it is writing (forgotten if it
+    rolls back): for writes the session's hooks cannot see through (Core on its connection)."""
+    _pending(db.session()).update(generations)
+
+
+def new_task_generations(owners: Iterable[int | None]) -> set[str]:
+    """The counters guarding every list that new tasks of these `owners` (creators and
+    assignees) join: the staff lists and each owner's (a new task has no answers of its own)."""
+    names = {scope_generation(STAFF_SCOPE)}
+    names.update(scope_generation(user_scope(uid)) for uid in owners if uid is not None)
+    return names
 
 
 def _changes_sessions(obj: object, session: Session) -> int | None:
@@ -120,7 +142,7 @@ def _changes_sessions(obj: object, session: Session) -> int | None:
 
 @event.listens_for(Session, "after_flush")
 def _collect(session: Session, _flush: UOWTransaction) -> None:
-    pending: set[str] = session.info.setdefault(PENDING_KEY, set())
+    pending = _pending(session)
     for obj in (*session.new, *session.dirty, *session.deleted):
         if isinstance(obj, Task) and obj.id is not None:
             pending.update(generations_of_task(obj, gone=obj in session.deleted))
@@ -129,17 +151,15 @@ def _collect(session: Session, _flush: UOWTransaction) -> None:
 
 
 @event.listens_for(Session, "do_orm_execute")
-def _collect_bulk(state: ORMExecuteState) -> None:
-    if not (state.is_update or state.is_delete):
+def _collect_statement(state: ORMExecuteState) -> None:
+    if not (state.is_insert or state.is_update or state.is_delete):
         return
+    pending = _pending(state.session)
+    named: Iterable[str] | None = state.execution_options.get(INVALIDATES)
     classes = {mapper.class_ for mapper in state.all_mappers}
-    pending: set[str] = state.session.info.setdefault(PENDING_KEY, set())
-    written: tuple[int, Iterable[int | None], bool] | None = state.execution_options.get(
-        TASK_WRITTEN
-    )
-    if written is not None:  # one task's row, by its id (app.repositories.tasks.write_task_row)
-        pending.update(task_generations(*written))
-    # Any other UPDATE/DELETE of tasks (not through objects) may touch any task: bump everything.
+    if named is not None:
+        pending.update(named)
+    # Any other write of tasks not through objects may touch any task: bump everything.
     elif Task in classes or getattr(state.statement, "table", None) is Task.__table__:
         pending.add(GLOBAL_GENERATION)
     if classes & {User, TokenFamily}:
@@ -151,7 +171,7 @@ def _collect_bulk(state: ORMExecuteState) -> None:
 def _bump_after_commit(session: Session) -> None:
     pending = session.info.pop(PENDING_KEY, None)
     if pending:
-        bump(pending)
+        _bump(pending)
 
 
 @event.listens_for(Session, "after_soft_rollback")

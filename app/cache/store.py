@@ -19,11 +19,10 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from cachetools import TTLCache
 from pydantic import TypeAdapter, ValidationError
 
 from app.cache.backends import CacheBackend, CacheUnavailable, versioned
@@ -31,16 +30,12 @@ from app.cache.backends import CacheBackend, CacheUnavailable, versioned
 log = logging.getLogger(__name__)
 
 GLOBAL_GENERATION = "gen:global"
-# What a process keeps copies of (a list's total or ordered ids, a day's entries: read for every
-# page of that list), bounded by size: an entry costs its bytes plus about this much for its key.
-# A day of 100,000 entries takes 2.8 MB (app.repositories.task_logs.ENTRY_BYTES each), a list of
-# 100,000 tasks 0.4 MB: room for ten days and the lists most asked for.
-LOCAL_COPY_BYTES = 64 * 1024 * 1024
-LOCAL_COPY_OVERHEAD = 200
-
-
-# What every stored entry's key starts with (answers, and what lists remember beside them).
-ENTRY_KEY_PREFIX = "resp:"
+# What every stored entry's key starts with (answers, and the lists' totals beside them). The
+# number is the format of what is stored (an answer's headers as JSON, a newline, its body; a
+# total in ASCII digits): a change of format changes it, so that no process reads an entry
+# written in another format (during a rolling deploy, say).
+ENTRY_FORMAT = 1
+ENTRY_KEY_PREFIX = f"resp{ENTRY_FORMAT}:"
 
 
 def _entry_key(prefix: str, versions: Sequence[bytes]) -> str:
@@ -85,11 +80,6 @@ class Lookup:
     entry: bytes | None  # the stored answer, if any
     counters: list[bytes]  # values of the global counter, the key's generations (and also_read)
     also_read: list[bytes]  # values of the extra counters read along
-    counter_names: tuple[str, ...] = ()  # the names of `counters`, in order
-
-    def counter_values(self) -> dict[str, bytes]:
-        named = self.counters[: len(self.counter_names)]  # `also_read`'s values follow them
-        return dict(zip(self.counter_names, named, strict=True))
 
 
 @dataclass(frozen=True)
@@ -112,18 +102,6 @@ class ResponseCache:
         self._failures_replayed = 0
         self._lock = threading.Lock()
         self._work_locks = tuple(threading.Lock() for _ in range(64))
-        # This process's copies of entries read again and again (a list's total or ids, a
-        # day's entries, for every page of it): by prefix, the one copy of its latest versioned
-        # key read here (a write makes the next read take a new key, and the copy under the old
-        # one, which will never be read again, goes instead of piling up until the size bound);
-        # exact for as long as the key is current, and dropped when the entry would expire (the
-        # TTL also bounds a change made outside the app, which bumps nothing).
-        self._copies: TTLCache[str, tuple[str, bytes]] = TTLCache(
-            maxsize=LOCAL_COPY_BYTES,
-            ttl=ttl_seconds,
-            getsizeof=lambda copy: len(copy[1]) + LOCAL_COPY_OVERHEAD,
-        )
-        self._copies_lock = threading.Lock()
 
     def local_lock(self, work: str) -> threading.Lock:
         """A lock of this process for the work named `work` (one of a fixed set, by hash): the
@@ -213,33 +191,7 @@ class ResponseCache:
             entry=entry,
             counters=values,
             also_read=values[len(names) :],
-            counter_names=tuple(names),
         )
-
-    def key_for(
-        self, prefix: str, generations: Sequence[str], known: Mapping[str, bytes]
-    ) -> str | None:
-        """The key `lookup` would give for `prefix` if the counters still have the values
-        `known` (read by an earlier lookup, e.g. this request's own); None unless every one of
-        them is known."""
-        names = [GLOBAL_GENERATION, *generations]
-        if not all(name in known for name in names):
-            return None
-        return _entry_key(prefix, [known[name] for name in names])
-
-    def local_copy(self, prefix: str, key: str) -> bytes | None:
-        """This process's copy of the entry under `key` (of `prefix`: see `keep_local_copy`)."""
-        with self._copies_lock:
-            copy = self._copies.get(prefix)
-        return copy[1] if copy is not None and copy[0] == key else None
-
-    def keep_local_copy(self, prefix: str, key: str, value: bytes) -> None:
-        """Keep an entry of `prefix` in this process too, in place of any other version of it:
-        a versioned key names one value forever. One larger than the whole budget is not kept."""
-        if len(value) + LOCAL_COPY_OVERHEAD > LOCAL_COPY_BYTES:
-            return
-        with self._copies_lock:
-            self._copies[prefix] = (key, value)
 
     def set(self, key: str, value: bytes) -> None:
         try:

@@ -9,6 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from app.cache.invalidation import INVALIDATES, invalidate_on_commit, new_task_generations
 from app.extensions import db
 from app.models import Role, Task, TaskAuditEntry, User
 from app.models.enums import AuditAction
@@ -109,8 +110,13 @@ def insert_tasks_with_audit(rows: list[dict[str, Any]], actor_id: int, now: date
     if not rows:
         return 0
     if db.engine.dialect.name == "postgresql":
-        return _insert_postgresql(rows, actor_id, now)
-    return _insert_generic(rows, actor_id, now)
+        inserted = _insert_postgresql(rows, actor_id, now)
+    else:
+        inserted = _insert_generic(rows, actor_id, now)
+    if inserted:  # the lists the new tasks join, bumped when the import's transaction commits
+        owners = {actor_id, *(row["assigned_user_id"] for row in rows)}
+        invalidate_on_commit(new_task_generations(owners))
+    return inserted
 
 
 def _insert_postgresql(rows: list[dict[str, Any]], actor_id: int, now: datetime) -> int:
@@ -154,7 +160,10 @@ def _insert_generic(rows: list[dict[str, Any]], actor_id: int, now: datetime) ->
     by_key: dict[str, dict[str, Any]] = {}
     for row in rows:
         by_key.setdefault(row["import_key"], row)  # the first of duplicates is the one inserted
-    inserted = [(r.id, by_key[r.import_key]) for r in db.session.execute(stmt, values)]
+    # What it invalidates is named once the rows it inserted are known (insert_tasks_with_audit).
+    named_later = {INVALIDATES: ()}
+    written = db.session.execute(stmt, values, execution_options=named_later)
+    inserted = [(r.id, by_key[r.import_key]) for r in written]
     if inserted:
         db.session.execute(
             insert(cast(Table, TaskAuditEntry.__table__)),

@@ -28,8 +28,6 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from app.cache.invalidation import bump as bump_generations
-from app.cache.store import GLOBAL_GENERATION
 from app.extensions import db
 from app.repositories import csv_import as import_repo
 from app.schemas.csv_import import CsvTaskRow
@@ -267,7 +265,4 @@ def import_tasks(
         raise
     if dry_run:
         db.session.rollback()
-    elif report.created or report.users_created:
-        # Tasks went in through Core statements, past the ORM hooks: invalidate everything.
-        bump_generations([GLOBAL_GENERATION])
     return report

@@ -22,7 +22,7 @@ from datetime import date, timedelta
 
 from sqlalchemy.exc import OperationalError
 
-from app.cache.invalidation import bump as bump_generations
+from app.cache.invalidation import invalidate_on_commit
 from app.cache.store import date_generation
 from app.extensions import db
 from app.models.enums import LoaderRunState
@@ -121,9 +121,9 @@ def _run_chunk_once(run_id: int, chunk_no: int) -> int | None:
         log_date, chunk.first_task_id, chunk.last_task_id, now
     )
     log_repo.record_chunk_rows(run_id, chunk_no, rows)
+    if rows:  # cached answers of that day's log view are stale once this commits
+        invalidate_on_commit([date_generation(log_date.isoformat())])
     db.session.commit()
-    if rows:  # cached answers of that day's log view are stale now
-        bump_generations([date_generation(log_date.isoformat())])
     return rows
 
 

@@ -1,9 +1,8 @@
-"""A page of a list whose total is counted separately, and what a list remembers in the cache
-(its total or ordered ids, a day's entries) for all of its pages."""
+"""A page of a list whose total is counted separately, and a list's total remembered in the
+cache for all of its pages."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -11,7 +10,6 @@ from dataclasses import dataclass
 from math import ceil
 from typing import Any, Generic, TypeVar
 
-from app.cache.request_counters import noted_counters
 from app.cache.store import ResponseCache
 from app.services.context import response_cache
 
@@ -36,11 +34,10 @@ class Page(Generic[T]):
         return (self.page - 1) * self.per_page
 
 
-# Threads of a process that miss the same count (or a list's ids, a day's entries) wait for
-# the first one's answer instead of all scanning the same rows at once (a day of the log:
-# 100,000 rows each); across processes, the first to claim it in the cache computes it, and
-# the others wait for its value (or take the claim over if that fails). How long the others
-# wait for a claimed value before computing it themselves (the claimer's process died):
+# Threads of a process that miss the same count wait for the first one's answer instead of all
+# scanning the same rows at once; across processes, the first to claim it in the cache computes
+# it, and the others wait for its value (or take the claim over if that fails). How long the
+# others wait for a claimed value before computing it themselves (the claimer's process died):
 COUNT_CLAIM_SECONDS = 5.0
 # The pause between polls doubles up to 10 ms: a count takes 10-40 ms, and a longer pause would
 # keep a waiter waiting well after the value is there.
@@ -48,33 +45,6 @@ _FIRST_POLL_SECONDS, _LAST_POLL_SECONDS = 0.002, 0.01
 
 
 TOTALS = "count"  # the kind of value `counted` remembers (see `remembered`)
-
-# A list's ordered ids are remembered for its pages up to this many (4 bytes each: 1 MB in the
-# cache, and in each process that reads it; a day's entries 28 bytes each: 7 MB); a longer list
-# is counted and paged by OFFSET.
-MAX_REMEMBERED_IDS = 250_000
-_IDS, _TOO_MANY = b"I", b"-"  # what a remembered value of ids starts with
-
-
-def remembered_ids(
-    kind: str,
-    what: Any,
-    generations: Sequence[str],
-    every_id: Callable[[int], bytes | None],
-) -> memoryview | None:
-    """A list's ids in its order, packed (app.repositories.packed_ids), as `every_id(limit)`
-    reads them (None if there are more than `limit`), remembered like a total (`remembered`):
-    their number is the list's total, and each page is read by its ids. None when there is no
-    cache, or the list is too long (that is remembered too, and the caller counts instead)."""
-
-    def compute() -> bytes:
-        packed = every_id(MAX_REMEMBERED_IDS)
-        return _TOO_MANY if packed is None else _IDS + packed
-
-    value = remembered(kind, what, generations, compute)
-    if value is None or not value.startswith(_IDS):
-        return None
-    return memoryview(value)[len(_IDS) :]  # not a copy of the ids (up to 1 MB)
 
 
 def counted(what: Any, generations: Sequence[str], count: Callable[[], int]) -> int:
@@ -91,59 +61,33 @@ def remembered(
 ) -> bytes | None:
     """`compute()`, stored in the response cache under `kind` and `what` (a repr-able
     description of the query) and guarded by `generations`: computed once per generation by
-    one thread of one process while the others wait for it (see COUNT_CLAIM_SECONDS), and kept
-    by each process that reads it. None when there is no cache or it is unavailable: the
-    caller then works without (for a total: counts itself)."""
+    one thread of one process while the others wait for it (see COUNT_CLAIM_SECONDS). None when
+    there is no cache or it is unavailable: the caller then works without (for a total: counts
+    itself)."""
     cache = response_cache()
     if cache is None:
         return None
-    prefix = _prefix(kind, what)
-    # Under the counters' values this request's answer was looked up with, this process may
-    # hold the value already (for every other page of the same list): no round trip then.
-    known_key = cache.key_for(prefix, generations, noted_counters())
-    if known_key is not None and (copy := cache.local_copy(prefix, known_key)) is not None:
-        return copy
+    prefix = f"{kind}:{hashlib.sha256(repr(what).encode()).hexdigest()[:40]}"
     looked = cache.lookup(prefix, generations)
     if looked is None:  # the cache is unavailable
         return None
     if looked.entry is not None:
-        return _kept(cache, prefix, looked.key, looked.entry)
+        return looked.entry
     with cache.local_lock(prefix):
         again = cache.lookup(prefix, generations)  # computed while this one waited?
         if again is not None and again.entry is not None:
-            return _kept(cache, prefix, again.key, again.entry)
+            return again.entry
         key = (again or looked).key
         claim = f"{key}:computing"
         elsewhere = _claim_or_wait(cache, claim, prefix, generations, key)
         if elsewhere is not None:
-            return _kept(cache, prefix, key, elsewhere)
+            return elsewhere
         try:
             value = compute()
         except BaseException:
             cache.release(claim)  # a waiter takes the claim and computes instead
             raise
         cache.set(key, value)
-    return _kept(cache, prefix, key, value)
-
-
-@functools.lru_cache(maxsize=4096)
-def _described(kind: str, what: Any) -> str:
-    return f"{kind}:{hashlib.sha256(repr(what).encode()).hexdigest()[:40]}"
-
-
-def _prefix(kind: str, what: Any) -> str:
-    """Where `what` is remembered: a digest of its description. Kept per description (the same
-    few lists are asked for again and again), as a description's repr (frozen dataclasses of
-    the filters) and digest cost a miss more than looking up its copy; equal descriptions are
-    the same question, so they share a prefix."""
-    try:
-        return _described(kind, what)
-    except TypeError:  # unhashable: described each time
-        return _described.__wrapped__(kind, what)
-
-
-def _kept(cache: ResponseCache, prefix: str, key: str, value: bytes) -> bytes:
-    cache.keep_local_copy(prefix, key, value)
     return value
 
 

@@ -2,7 +2,8 @@
 ETag/If-None-Match; If-Match on PUT/DELETE /task/<id>, sequential and concurrent.
 
 Freshness is checked against the truth: right after each write, every watched answer of the
-cached app (the `app` fixture, in-process cache) must equal the answer of an app built with the
+cached app (the `app` fixture, in-process cache; for the no-stale matrix also an app on the same
+database with its cache in a real redis-server) must equal the answer of an app built with the
 cache off on the same database (`uncached_app`). An answer the write changed must come back as a
 MISS, and its old ETag must no longer give a 304: the entry warmed before the write (a HIT) is not
 served again. Writes go through the cached app, the way a deployment's writes reach its cache.
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 from apiflask import APIFlask
+from celery import _state as celery_state
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
@@ -28,7 +30,7 @@ from app.models import Role, Task, TaskAuditEntry
 from app.models.task_log import TaskLogEntry
 from tests.conftest import Account
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import side_app
+from tests.reliability.helpers import running_redis, side_app
 
 Headers = dict[str, str]
 Login = Callable[[Account], Headers]
@@ -57,6 +59,42 @@ def _forget_earlier_tests(app: APIFlask) -> None:
     an earlier test could match a key of this one: start from a new global generation."""
     cache: ResponseCache = app.extensions["response_cache"]
     cache.bump([GLOBAL_GENERATION])
+
+
+@pytest.fixture(scope="session")
+def redis_cached_app(app: APIFlask, tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIFlask]:
+    """The same database behind an app whose cache is a redis-server of its own."""
+    with running_redis(tmp_path_factory.mktemp("redis-cache")) as server:
+        settings = settings_for(app.config["SQLALCHEMY_DATABASE_URI"], redis_url=server.url)
+        with side_app(settings) as application:
+            assert application.extensions["response_cache"].backend.name == "redis"
+            yield application
+
+
+@pytest.fixture
+def cache_kind() -> str:
+    """Which cache the test's `client` talks to: the `app` fixture's in-process one, or Redis."""
+    return "memory"
+
+
+@pytest.fixture
+def client(app: APIFlask, cache_kind: str, request: pytest.FixtureRequest) -> Iterator[FlaskClient]:
+    if cache_kind == "memory":
+        yield app.test_client()
+        return
+    cached_app: APIFlask = request.getfixturevalue("redis_cached_app")
+    cached_app.extensions["response_cache"].bump([GLOBAL_GENERATION])
+    # Jobs queued by its requests (run eagerly, in this process) run in that app, as a worker
+    # of that deployment would: their writes invalidate its cache.
+    celery = cached_app.extensions["celery"]
+    default, current = celery_state.default_app, getattr(celery_state._tls, "current_app", None)
+    celery_state.set_default_app(celery)
+    celery_state._set_current_app(celery)
+    try:
+        yield cached_app.test_client()
+    finally:
+        celery_state.set_default_app(default)
+        celery_state._set_current_app(current)
 
 
 @pytest.fixture
@@ -353,6 +391,7 @@ WRITE_KINDS: dict[str, WriteKind] = {
 }
 
 
+@pytest.mark.parametrize("cache_kind", ["memory", "redis"])
 @pytest.mark.parametrize("kind", list(WRITE_KINDS))
 def test_no_role_is_served_a_stale_answer_after_a_write(
     client: FlaskClient, fresh: FlaskClient, world: World, kind: str

@@ -1,9 +1,7 @@
-"""What the date view remembers of a day (its ordered task ids: which tasks it lists, in which
-order) is guarded by the day's and the deletions' counters only. An edit of a task (PUT) changes
-the task's fields on the page at once, without costing the day's ids again; a soft delete, a
-restore and a purge change which tasks the day lists, and the next page says so. Through the
-hot-path middleware and through Flask, on both backends (PUT on PostgreSQL writes outside the
-session, app.repositories.tasks.write_task_row_at_once; on SQLite in it)."""
+"""The date view's total, where the log alone answers it, is guarded by the day's and the
+deletions' counters only. An edit of a task (PUT) changes the task's fields on the page at once,
+without counting the day again; a soft delete, a restore and a purge change which tasks the day
+lists, and the next page says so. On both backends."""
 
 from __future__ import annotations
 
@@ -16,9 +14,9 @@ from apiflask import APIFlask
 from flask.testing import FlaskClient
 
 from app.cache.store import GLOBAL_GENERATION, ResponseCache
+from app.repositories import task_logs as log_repo
 from app.services import loader
-from app.services.task_logs import DAY_ENTRIES
-from tests.api.conftest import hot_paths_of, logged_in_and_remembered
+from tests.api.conftest import logged_in_and_remembered
 from tests.conftest import Account
 
 DAY = date(2031, 7, 9)
@@ -26,38 +24,26 @@ DAY = date(2031, 7, 9)
 
 @pytest.fixture
 def listing_computations(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The prefixes of the day's ordered ids computed (stored in the cache) during the test."""
+    """The days counted (a total computed, not read from the cache) during the test."""
     cache: ResponseCache = app.extensions["response_cache"]
     cache.bump([GLOBAL_GENERATION])  # nothing an earlier test cached can match
-    stored: list[str] = []
-    real = cache.set
+    counted: list[str] = []
+    real = log_repo.count_log_for_date
 
-    def spy(key: str, value: bytes) -> None:
-        if key.startswith(f"resp:{DAY_ENTRIES}:"):
-            stored.append(key)
-        real(key, value)
+    def spy(log_date: date, *args: Any) -> int:
+        counted.append(log_date.isoformat())
+        return real(log_date, *args)
 
-    monkeypatch.setattr(cache, "set", spy)
-    yield stored
-
-
-@pytest.fixture(params=["hot path", "flask"])
-def headers(
-    request: pytest.FixtureRequest,
-    app: APIFlask,
-    client: FlaskClient,
-    admin: Account,
-    monkeypatch: pytest.MonkeyPatch,
-) -> dict[str, str]:
-    """The admin's Authorization header; their requests answered by the hot-path middleware
-    (the process remembers the session) or, with it turned off, by Flask."""
-    headers = logged_in_and_remembered(client, admin)
-    if request.param == "flask":
-        monkeypatch.setattr(hot_paths_of(app), "enabled", False)
-    return headers
+    monkeypatch.setattr(log_repo, "count_log_for_date", spy)
+    yield counted
 
 
-def test_an_edit_shows_at_once_and_only_a_deletion_costs_the_days_ids_again(
+@pytest.fixture
+def headers(client: FlaskClient, admin: Account) -> dict[str, str]:
+    return logged_in_and_remembered(client, admin)
+
+
+def test_an_edit_shows_at_once_and_only_a_deletion_counts_the_day_again(
     app: APIFlask, client: FlaskClient, headers: dict[str, str], listing_computations: list[str]
 ) -> None:
     created = [client.post("/task", json={"task_name": f"t{n}"}, headers=headers) for n in range(4)]
@@ -80,7 +66,7 @@ def test_an_edit_shows_at_once_and_only_a_deletion_costs_the_days_ids_again(
     assert edited.status_code == 200
     expected = [(i, "HIGH" if i == ids[1] else "MEDIUM") for i in newest_first]
     assert listed() == (4, expected), "the page shows the edit"
-    assert len(listing_computations) == 1, "an edit does not cost the day's ids again"
+    assert len(listing_computations) == 1, "an edit does not count the day again"
 
     assert client.delete(f"/task/{ids[2]}", headers=headers).status_code == 204
     assert listed() == (3, [pair for pair in expected if pair[0] != ids[2]])

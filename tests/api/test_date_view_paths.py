@@ -1,9 +1,8 @@
-"""The date view's ways of reading a day (app/repositories/task_logs.py): from task_logger's
-(log_date, task_created_at, task_id) index when the question allows it, else the day joined to
-its tasks; and, where the index path applies, by the day's ordered ids (remembered in the cache,
-a page then read by its ids). All must list exactly the same entries in the same order, with the
-same total, on both backends; on PostgreSQL the index path must walk the index instead of
-sorting the day, and the packed ids must come in the index's order on a day of thousands."""
+"""The date view's two ways of reading a day (app/repositories/task_logs.py): a page found on
+task_logger's (log_date, task_created_at, task_id) index when the question allows it, else the
+day joined to its tasks. Both must list exactly the same entries in the same order, with the same
+total, on both backends; on PostgreSQL the index path must walk the index instead of sorting the
+day."""
 
 from __future__ import annotations
 
@@ -23,11 +22,8 @@ from app.extensions import db
 from app.models import Role, Task, TaskPriority, TaskStatus
 from app.models.types import utcnow
 from app.repositories import task_logs as log_repo
-from app.repositories.driver_cursor import compile_for_driver, fetch_all
-from app.repositories.packed_ids import ids_at
 from app.repositories.tasks import TaskFilters, TaskScope
 from app.services import loader
-from app.services import pages as page_service
 from tests.conftest import Account
 
 DAYS = [date(2030, 3, 12), date(2030, 3, 13), date(2030, 3, 14)]
@@ -139,19 +135,13 @@ def _general_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _listing(day: date, scope: TaskScope, filters: TaskFilters) -> tuple[int, list[int]]:
     """The total and every listed task id in order, read in windows of 3 (offsets at work) as
-    the service reads them: from the index path's rows when the question allows it, else by
-    the join path."""
+    the service reads them."""
     total = log_repo.count_log_for_date(day, scope, filters)
     listed: list[int] = []
     for offset in range(0, total + 3, 3):
-        rows = log_repo.log_page_rows(day, scope, filters, offset, 3)
-        if rows is not None:
-            assert all(snapshot["log_date"] == day for _, snapshot in rows)
-            listed += [task["id"] for task, _ in rows]
-        else:
-            entries = log_repo.log_entries_for_date(day, scope, filters, offset, 3)
-            assert all(e.log_date == day and e.task.id == e.task_id for e in entries)
-            listed += [e.task_id for e in entries]
+        entries = log_repo.log_entries_for_date(day, scope, filters, offset, 3)
+        assert all(e.log_date == day and e.task.id == e.task_id for e in entries)
+        listed += [e.task_id for e in entries]
     assert len(listed) == total
     return total, listed
 
@@ -250,9 +240,12 @@ def test_questions_about_the_task_itself_take_the_join_path(
     assert not log_repo.answerable_from_log(scope, filters)
 
 
-def test_a_page_and_its_tasks_are_read_in_one_query_by_the_join_path(
-    app: APIFlask, days: Day, app_context: None
+@pytest.mark.parametrize("path", ["index", "join"])
+def test_a_page_and_its_tasks_are_read_in_one_query(
+    app: APIFlask, days: Day, app_context: None, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
+    if path == "join":
+        _general_path(monkeypatch)
     statements: list[str] = []
 
     def record(*args: Any) -> None:
@@ -267,86 +260,6 @@ def test_a_page_and_its_tasks_are_read_in_one_query_by_the_join_path(
 
     assert len(names) == 5
     assert len(statements) == 1, statements
-
-
-def _ordered_ids(day: date, scope: TaskScope, filters: TaskFilters) -> list[int] | None:
-    packed = log_repo.log_day_entries(day, scope, filters, limit=1000)
-    return None if packed is None else log_repo.entry_task_ids(packed, 0, 1000)
-
-
-def test_a_days_packed_entries_and_their_rows_are_the_index_paths_pages(
-    app: APIFlask, days: Day, app_context: None
-) -> None:
-    """Ids and snapshots (every field: status, priority, an assignee or none, logged_at to the
-    microsecond) as the index path reads them from task_logger, page by page."""
-    for scope_name, scope, filters in _cases(days.alice.id):
-        for day in [*DAYS, UNLOGGED_DAY]:
-            total, listed = _listing(day, scope, filters)
-            assert _ordered_ids(day, scope, filters) == listed, (scope_name, filters, day)
-            packed = log_repo.log_day_entries(day, scope, filters, limit=1000)
-            assert packed is not None and len(packed) == total * log_repo.ENTRY_BYTES
-            for offset in range(0, total + 3, 3):
-                by_offset = log_repo.log_page_rows(day, scope, filters, offset, 3)
-                by_ids = log_repo.logged_rows_at(day, packed, offset, 3)
-                assert by_ids == by_offset, (scope_name, filters, day, offset)
-    assert _listing(DAYS[1], SCOPES["live"], TaskFilters())[0] > 3  # windows at work
-
-
-def test_a_snapshot_unlike_its_task_is_read_from_the_packed_entries(
-    app: APIFlask, days: Day, app_context: None
-) -> None:
-    """The snapshot is the day's, not the task's now: changed after the day was logged, the
-    task's row shows the change and the snapshot does not."""
-    scope, filters = SCOPES["live"], TaskFilters()
-    _, listed = _listing(DAYS[2], scope, filters)
-    task = db.session.get(Task, listed[0])
-    assert task is not None
-    was = (task.status, task.priority, task.assigned_user_id)
-    task.status, task.priority = TaskStatus.INACTIVE, TaskPriority.CRITICAL
-    task.assigned_user_id = days.bob.id if task.assigned_user_id is None else None
-    db.session.commit()
-    packed = log_repo.log_day_entries(DAYS[2], scope, filters, limit=1000)
-    assert packed is not None
-    [(row, snapshot)] = log_repo.logged_rows_at(DAYS[2], packed, 0, 1)
-    assert (row["status"], row["priority"]) == (TaskStatus.INACTIVE, TaskPriority.CRITICAL)
-    assert (snapshot["status"], snapshot["priority"], snapshot["assigned_user_id"]) == was
-    assert log_repo.logged_rows_at(DAYS[2], packed, 0, 1) == log_repo.log_page_rows(
-        DAYS[2], scope, filters, 0, 1
-    )
-
-
-def test_a_day_with_more_entries_than_the_limit_gives_none_and_the_join_path_gives_none(
-    app: APIFlask, days: Day, app_context: None
-) -> None:
-    scope, filters = SCOPES["live"], TaskFilters()
-    total, listed = _listing(DAYS[1], scope, filters)
-    at_limit = log_repo.log_day_entries(DAYS[1], scope, filters, limit=total)
-    assert at_limit is not None and log_repo.entry_task_ids(at_limit, 0, total + 1) == listed
-    assert log_repo.log_day_entries(DAYS[1], scope, filters, limit=total - 1) is None
-    owned = TaskScope(owner_id=days.alice.id)
-    assert log_repo.log_day_entries(DAYS[1], owned, filters, 99) is None
-    assert log_repo.log_day_entries(DAYS[1], scope, TaskFilters(q="alice"), 99) is None
-
-
-def test_ids_at_reads_a_window_after_the_skipped_bytes_and_stops_at_the_end() -> None:
-    packed = b"I" + b"".join(n.to_bytes(4, "big") for n in (7, 2**31 - 1, 1, 40))
-    assert ids_at(packed, 1, 0, 2) == [7, 2**31 - 1]
-    assert ids_at(packed, 1, 3, 20) == [40]
-    assert ids_at(packed, 1, 4, 20) == []
-    assert ids_at(packed, 1, 400, 20) == []
-
-
-def test_a_page_of_remembered_ids_skips_a_task_purged_since(
-    app: APIFlask, days: Day, app_context: None
-) -> None:
-    scope, filters = SCOPES["live"], TaskFilters()
-    _, listed = _listing(DAYS[1], scope, filters)
-    packed = log_repo.log_day_entries(DAYS[1], scope, filters, limit=1000)
-    assert packed is not None
-    db.session.execute(text("DELETE FROM task_manager WHERE id = :id"), {"id": listed[1]})
-    db.session.commit()  # the day's entries of the task go with it (ON DELETE CASCADE)
-    rows = log_repo.logged_rows_at(DAYS[1], packed, 0, 3)
-    assert [task["id"] for task, _ in rows] == [listed[0], listed[2]]
 
 
 def test_the_date_view_pages_match_through_the_api(
@@ -380,12 +293,7 @@ def test_the_date_view_pages_match_through_the_api(
         {"priority": "HIGH", "sort": "-id"},
         {"status": "active", "created_from": "2030-03-02"},
     ]
-    by_ids = [pages(**q) for q in queries]
-    # A day longer than the ids the service remembers is paged by OFFSET on the index path.
-    monkeypatch.setattr(page_service, "MAX_REMEMBERED_IDS", 3)
-    app.extensions["response_cache"].bump([GLOBAL_GENERATION])  # answer again, not from cache
     fast = [pages(**q) for q in queries]
-    assert fast == by_ids
     _general_path(monkeypatch)
     app.extensions["response_cache"].bump([GLOBAL_GENERATION])  # answer again, not from cache
     general = [pages(**q) for q in queries]
@@ -434,33 +342,6 @@ def _big_day(alice: Account) -> None:
     db.session.commit()
 
 
-def test_a_big_days_packed_ids_come_in_the_order_of_its_pages(
-    app: APIFlask, backend: str, alice: Account, app_context: None
-) -> None:
-    """On PostgreSQL the ids are packed by an aggregate over the ordered page of the day (see
-    app.repositories.task_logs._log_entries_statement): they must be in the order OFFSET pages
-    list, for every order, on a day of thousands with ties."""
-    if backend != "postgresql":
-        pytest.skip("the packing aggregate is PostgreSQL's")
-    _big_day(alice)
-    for scope in SCOPES.values():
-        for sort in SORTS:
-            filters = TaskFilters(sort=sort)
-            by_offset: list[int] = []
-            for offset in range(0, PLAN_TASKS, 1000):
-                rows = log_repo.log_page_rows(DAYS[0], scope, filters, offset, 1000)
-                assert rows is not None
-                by_offset += [task["id"] for task, _ in rows]
-            packed = log_repo.log_day_entries(DAYS[0], scope, filters, limit=PLAN_TASKS)
-            assert packed is not None
-            assert log_repo.entry_task_ids(packed, 0, PLAN_TASKS) == by_offset, (scope, sort)
-            for offset in (0, 999, PLAN_TASKS - 25):  # the snapshots in the same order
-                assert log_repo.logged_rows_at(DAYS[0], packed, offset, 20) == (
-                    log_repo.log_page_rows(DAYS[0], scope, filters, offset, 20)
-                ), (scope, sort, offset)
-            assert len(by_offset) == PLAN_TASKS - (10 if scope == SCOPES["live"] else 0)
-
-
 def test_a_page_of_a_big_day_walks_the_index_instead_of_sorting_the_day(
     app: APIFlask,
     backend: str,
@@ -472,21 +353,22 @@ def test_a_page_of_a_big_day_walks_the_index_instead_of_sorting_the_day(
         pytest.skip("the plan is PostgreSQL's")
     _big_day(alice)
 
-    # The statement the service runs on the driver's cursor, with the values it binds.
-    served: list[tuple[Any, dict[str, Any]]] = []
+    # The statement the service runs, with the values it binds.
+    served: list[tuple[str, Any]] = []
 
-    def recording_fetch_all(engine: Any, statement: Any, values: Any) -> Any:
-        served.append((statement, dict(values)))
-        return fetch_all(engine, statement, values)
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        served.append((statement, parameters))
 
-    monkeypatch.setattr(log_repo, "fetch_all", recording_fetch_all)
-    rows = log_repo.log_page_rows(DAYS[0], SCOPES["live"], TaskFilters(), 200, 20)
-    assert rows is not None and len(rows) == 20
-    [(statement, values)] = served
-    driver_statement = compile_for_driver(statement, db.engine.dialect)
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        entries = log_repo.log_entries_for_date(DAYS[0], SCOPES["live"], TaskFilters(), 200, 20)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert len(entries) == 20
+    [(statement, parameters)] = served
     connection = db.session.connection()
     [[[explained]]] = connection.exec_driver_sql(
-        "EXPLAIN (FORMAT JSON) " + driver_statement.sql, driver_statement.parameters(values)
+        "EXPLAIN (FORMAT JSON) " + statement, parameters
     ).all()
 
     [limit] = [n for n in _nodes(explained["Plan"]) if n["Node Type"] == "Limit"]

@@ -109,8 +109,7 @@ def test_a_remembered_session_is_confirmed_without_a_query(
 
     log = statements(first)
     hit = get_tasks(client, headers)
-    # Not cached yet: the list is queried (a search: its count and page go through the session,
-    # which this log sees; other pages are read on the driver's cursor, below its events).
+    # Not cached yet: the list is queried (its count and page).
     miss = get_tasks(client, headers, "?q=mine")
     assert (hit.status_code, hit.headers["X-Cache"]) == (200, "HIT")
     assert (miss.status_code, miss.headers["X-Cache"]) == (200, "MISS")

@@ -1,7 +1,7 @@
 """PostgreSQL failures under a running app: a throwaway cluster of the test's own is stopped with
 `pg_ctl stop -m immediate` (every backend killed at once, as in a crash) while threads keep sending
 requests through the test client (in-process: the same app, pool and error handlers as under
-gunicorn, without a second process to manage), then started again on the same port.
+the server, without a second process to manage), then started again on the same port.
 
 - While it is down, every request fails fast (a bound, with a generous margin over the 2 s
   connect timeout: no request waits on a dead database) with a 503 in the JSON error shape and a
@@ -196,8 +196,8 @@ def test_a_crashed_postgres_answers_503_and_the_api_recovers_without_losing_writ
         for call in (
             lambda: client.post("/task", json={"task_name": "main, down"}, headers=headers),
             # Reads the cache cannot answer (GET /tasks itself may be a hit, stored by the
-            # traffic just before the crash: a cached answer needs no database), through the
-            # ORM (a search) and on the driver's cursor (another page, a task).
+            # traffic just before the crash: a cached answer needs no database): a search,
+            # another page, a task.
             lambda: client.get("/tasks?q=not-cached-while-down", headers=headers),
             lambda: client.get("/tasks?per_page=3&sort=id", headers=headers),
             lambda: client.get("/task/1", headers=headers),
