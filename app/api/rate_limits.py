@@ -1,5 +1,5 @@
 """Rate limits (Flask-Limiter): per IP and per username on the auth endpoints, and an optional
-per-caller limit on every endpoint. Counts live in Redis when configured, so every gunicorn
+per-caller limit on every endpoint. Counts live in Redis when configured, so every server
 worker shares them. If Redis fails, limits fail open (configurable): counting continues in each
 process's memory rather than refusing every request."""
 

@@ -1,4 +1,5 @@
-"""Key-value stores behind the cache: Redis, and an in-process one for the embedded default."""
+"""Key-value stores behind the cache: Redis; a SQLite file shared by the embedded default's
+processes (diskcache); and an in-process one for tests."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ of the test's own, and a throwaway PostgreSQL database."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -10,8 +11,16 @@ from pathlib import Path
 
 import pytest
 import redis
+from apiflask import APIFlask
+from celery import _state as celery_state
+from flask_migrate import upgrade
 
-from tests.conftest import ThrowawayPostgresDatabase, require_postgres
+from app import create_app
+from app.config import Settings
+from app.extensions import db
+from app.models import Role, User
+from app.services.context import passwords
+from tests.conftest import TEST_PASSWORD, ThrowawayPostgresDatabase, require_postgres
 from tests.jobs.test_celery_e2e import Services, free_port, skip_or_fail, wait_until
 
 
@@ -62,3 +71,32 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         throwaway.drop()
+
+
+@contextlib.contextmanager
+def web_app(settings: Settings, admin: str) -> Iterator[APIFlask]:
+    """The API side of a test with real workers, for the length of a block: its schema migrated
+    and an admin named `admin` (password TEST_PASSWORD). Its Celery app is made the current one
+    by create_app(): the one before is put back after."""
+    default, current = celery_state.default_app, getattr(celery_state._tls, "current_app", None)
+    application = create_app(settings)
+    with application.app_context():
+        upgrade()
+        db.session.add(
+            User(
+                username=admin,
+                email=f"{admin}@example.com",
+                password_hash=passwords().hash(TEST_PASSWORD),
+                role=Role.ADMIN,
+            )
+        )
+        db.session.commit()
+    try:
+        yield application
+    finally:
+        application.extensions["celery"].close()
+        with application.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        celery_state.set_default_app(default)
+        celery_state._set_current_app(current)

@@ -21,18 +21,15 @@ from typing import Any
 
 import pytest
 from apiflask import APIFlask
-from celery import _state as celery_state
 from flask.testing import FlaskClient
-from flask_migrate import upgrade
 from sqlalchemy import func, select
 
-from app import create_app
 from app.extensions import db
-from app.models import Role, Task, TaskAuditEntry, User
+from app.models import Task, TaskAuditEntry, User
 from app.models.enums import AuditAction
-from app.services.context import passwords
 from tests.conftest import TEST_PASSWORD
 from tests.conftest import test_settings as settings_for
+from tests.jobs.conftest import web_app
 from tests.jobs.test_celery_e2e import (
     Services,
     start_worker,
@@ -90,38 +87,16 @@ def upload_dir(tmp_path: Path) -> Path:
 def job_app(postgres_url: str, redis_url: str, upload_dir: Path) -> Iterator[APIFlask]:
     """(Not named `app`: conftest's per-test truncation would then run on a dropped database.)
     The API side: queues to the test's Redis (not eager), stores uploads where the worker
-    reads them, and sends anything over 1 KiB to a job. Its Celery app is made the current one
-    by create_app(): the one before is put back after."""
-    default, current = celery_state.default_app, getattr(celery_state._tls, "current_app", None)
-    application = create_app(
-        settings_for(
-            postgres_url,
-            celery_broker_url=redis_url,
-            celery_always_eager=False,
-            upload_dir=str(upload_dir),
-            csv_async_threshold_bytes=1024,
-        )
+    reads them, and sends anything over 1 KiB to a job."""
+    settings = settings_for(
+        postgres_url,
+        celery_broker_url=redis_url,
+        celery_always_eager=False,
+        upload_dir=str(upload_dir),
+        csv_async_threshold_bytes=1024,
     )
-    with application.app_context():
-        upgrade()
-        db.session.add(
-            User(
-                username=ADMIN,
-                email=f"{ADMIN}@example.com",
-                password_hash=passwords().hash(TEST_PASSWORD),
-                role=Role.ADMIN,
-            )
-        )
-        db.session.commit()
-    try:
+    with web_app(settings, ADMIN) as application:
         yield application
-    finally:
-        application.extensions["celery"].close()
-        with application.app_context():
-            db.session.remove()
-            db.engine.dispose()
-        celery_state.set_default_app(default)
-        celery_state._set_current_app(current)
 
 
 def counts(app: APIFlask) -> tuple[int, int, int]:

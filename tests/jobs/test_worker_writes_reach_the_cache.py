@@ -13,16 +13,11 @@ from typing import Any
 
 import pytest
 from apiflask import APIFlask
-from celery import _state as celery_state
 from flask.testing import FlaskClient
-from flask_migrate import upgrade
 
-from app import create_app
-from app.extensions import db
-from app.models import Role, User
-from app.services.context import passwords
 from tests.conftest import TEST_PASSWORD
 from tests.conftest import test_settings as settings_for
+from tests.jobs.conftest import web_app
 from tests.jobs.test_celery_e2e import Services, start_worker, wait_until, worker_env
 
 ADMIN = "cache_admin"
@@ -32,37 +27,16 @@ DAY = date(2031, 2, 3)
 @pytest.fixture
 def web(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[APIFlask]:
     """The web side: its cache and its queue in the test's Redis, jobs run by the worker."""
-    default, current = celery_state.default_app, getattr(celery_state._tls, "current_app", None)
-    application = create_app(
-        settings_for(
-            postgres_url,
-            redis_url=redis_url,
-            celery_always_eager=False,
-            upload_dir=str(tmp_path),
-            csv_async_threshold_bytes=16,
-        )
+    settings = settings_for(
+        postgres_url,
+        redis_url=redis_url,
+        celery_always_eager=False,
+        upload_dir=str(tmp_path),
+        csv_async_threshold_bytes=16,
     )
-    assert application.extensions["response_cache"].backend.name == "redis"
-    with application.app_context():
-        upgrade()
-        db.session.add(
-            User(
-                username=ADMIN,
-                email=f"{ADMIN}@example.com",
-                password_hash=passwords().hash(TEST_PASSWORD),
-                role=Role.ADMIN,
-            )
-        )
-        db.session.commit()
-    try:
+    with web_app(settings, ADMIN) as application:
+        assert application.extensions["response_cache"].backend.name == "redis"
         yield application
-    finally:
-        application.extensions["celery"].close()
-        with application.app_context():
-            db.session.remove()
-            db.engine.dispose()
-        celery_state.set_default_app(default)
-        celery_state._set_current_app(current)
 
 
 def _get(client: FlaskClient, path: str, headers: dict[str, str]) -> tuple[str, dict[str, Any]]:
