@@ -13,7 +13,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     APP_ENV=production \
     UPLOAD_DIR=/data/uploads \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus \
+    HOST=0.0.0.0
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
     && mkdir -p /data/uploads /tmp/prometheus \
     && chown -R app:app /data /tmp/prometheus
@@ -21,9 +22,9 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv/mediaamp
 COPY --chown=app:app app ./app
 COPY --chown=app:app migrations ./migrations
-COPY --chown=app:app gunicorn.conf.py ./
 USER 10001:10001
 EXPOSE 5000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health', timeout=2)"]
-CMD ["gunicorn", "--config", "gunicorn.conf.py", "app:create_app()"]
+# granian (app/server.py): workers, threads and timeouts from the environment.
+CMD ["python", "-m", "app.server"]

@@ -6,7 +6,7 @@ VENV   := .venv
 LINT_DIRS := $(wildcard app tests bench)
 BIN    := $(VENV)/bin
 export FLASK_APP := app
-# Processes started by honcho (gunicorn, later celery) come from the venv.
+# Processes started by honcho (granian through app.server, celery) come from the venv.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: run test lint typecheck pytest lock clean

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     # query (app.auth.session_memory; sessions only with the cache on: its counters guard them).
     session_memory_max_entries: int = Field(default=10_000, gt=0)
 
-    # Rate limits (Flask-Limiter; Redis at REDIS_URL so gunicorn workers share the counts).
+    # Rate limits (Flask-Limiter; Redis at REDIS_URL so the server's workers share the counts).
     ratelimit_enabled: bool = True
     ratelimit_auth: str = "10/minute"
     ratelimit_default: str | None = None
@@ -127,8 +127,8 @@ class Settings(BaseSettings):
     # Observability.
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
-    # The app's own log line per request (logger app.request). gunicorn.conf.py turns it off in
-    # its workers: gunicorn's access line is then the one line per request, with the same fields.
+    # The app's own log line per request (logger app.request): the access log, with the request
+    # id and the user id (the server's own access log is off: app/server.py).
     request_log: bool = True
     metrics_token: str | None = None
 
@@ -207,23 +207,6 @@ class Settings(BaseSettings):
                     ),
                 },
             )
-        fixed_plans: dict[str, Any] | None = None
-        if not is_sqlite:
-            # A pool of its own for the statements run on the driver's cursor, whose sessions
-            # keep one plan per statement instead of planning every page again
-            # (app.database.fixed_plan_engine).
-            connect_args = dict(engine_options["connect_args"])
-            connect_args["options"] += " -c plan_cache_mode=force_generic_plan"
-            # Its statements each stand alone (app.repositories.driver_cursor): its connections
-            # are in autocommit from the start and have no transaction to roll back when they
-            # come back, so the pool neither switches them nor resets them on every use.
-            fixed_plans = {
-                "url": self.database_url,
-                **engine_options,
-                "connect_args": connect_args,
-                "isolation_level": "AUTOCOMMIT",
-                "pool_reset_on_return": None,
-            }
         production_like = self.is_production_like
         return {
             "APP_ENV": self.app_env.value,
@@ -237,8 +220,6 @@ class Settings(BaseSettings):
             "SECRET_KEY": self.secret_key,
             "SQLALCHEMY_DATABASE_URI": self.database_url,
             "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
-            # create_engine() arguments of app.database.fixed_plan_engine's pool (None: SQLite)
-            "FIXED_PLAN_ENGINE": fixed_plans,
             "MAX_CONTENT_LENGTH": self.max_json_body_bytes,
             "VALIDATION_ERROR_DESCRIPTION": "Some fields are invalid; see `errors`.",
             "SETTINGS": self,

@@ -1,7 +1,7 @@
 """Random numbers that need to be unique, not secret (request ids, the seeded counter's start).
 
 A generator seeded from the OS costs no system call per number (uuid4 and `secrets` read the
-OS's random source for each). A forked child (a gunicorn or Celery worker) seeds its own again,
+OS's random source for each). A forked child (a server or Celery worker) seeds its own again,
 or it would draw its parent's numbers.
 """
 

@@ -1,6 +1,7 @@
 """The ceiling for bench/api.py: a bare Flask app with no database, cache or auth library.
 
-    gunicorn -c gunicorn.conf.py "bench.ceiling_app:create_app()"
+    python -m app.server --target bench.ceiling_app:create_app     (as the API is served)
+    gunicorn -k gthread --workers 2 --threads 1 "bench.ceiling_app:create_app()"   (reference)
 
 Every path answers a JSON page like GET /tasks?per_page=20: 20 task-like items and the page
 fields, serialised on each request by the API's own JSON provider (app.api.json_provider, in the

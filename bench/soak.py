@@ -1,14 +1,15 @@
-"""Soak: a bounded mixed workload against gunicorn on loopback, at a fixed rate.
+"""Soak: a bounded mixed workload against the server (granian) on loopback, at a fixed rate.
 
     .venv/bin/python -m bench.soak [--minutes 10] [--rate 40] [--tasks 20000]
 
-Seeds a throwaway PostgreSQL database (bench.api's seeding), serves the API with gunicorn
-(gunicorn.conf.py, REDIS_URL for cache and limits), then for the given duration sends requests at
-a fixed rate from a pool of client threads: 60% list reads (random pages and filters), 15%
-single-task reads, 15% updates, 5% creates, 5% logins. Prints, per minute, the request count,
-errors (any non-2xx, timeout or connection failure) and p50/p99 latency; at the end, the RSS of
-each gunicorn worker at the start and the end and its growth. Targets: 0 errors, RSS growth < 10%.
-It stops by itself after --minutes, and always stops gunicorn and drops its database.
+Seeds a throwaway PostgreSQL database (bench.api's seeding), serves the API as it is deployed
+(`python -m app.server`, REDIS_URL for cache and limits), then for the given duration sends
+requests at a fixed rate from a pool of client threads: 60% list reads (random pages and
+filters), 15% single-task reads, 15% updates, 5% creates, 5% logins. Prints, per minute, the
+request count, errors (any non-2xx, timeout or connection failure) and p50/p99 latency; at the
+end, the RSS of each server worker at the start and the end and its growth. Targets: 0 errors,
+RSS growth < 10%.
+It stops by itself after --minutes, and always stops the server and drops its database.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from bench.api import (
     DEFAULT_REDIS,
     PASSWORD,
     Server,
+    ServerSettings,
+    granian,
     http,
     login,
     seed,
@@ -69,7 +72,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--clients", type=int, default=16, help="client threads")
-    parser.add_argument("--workers", type=int, default=2, help="WEB_CONCURRENCY")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
+    parser.add_argument("--threads", type=int, default=8, help="blocking threads per worker")
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
     args = parser.parse_args()
@@ -103,12 +107,12 @@ def soak(args: argparse.Namespace, url: str, tmp: Path, servers: list[Server]) -
         "JWT_SECRET_KEY": secrets.token_hex(20),
         "RATELIMIT_ENABLED": "false",
         "ACCESS_TOKEN_TTL_SECONDS": "3600",
-        "WEB_CONCURRENCY": str(args.workers),
-        "GUNICORN_THREADS": "8",
-        "LOG_LEVEL": "WARNING",
-        "GUNICORN_ACCESSLOG": "/dev/null",
+        "LOG_LEVEL": "WARNING",  # not the request lines (INFO)
     }
-    api = start_server("api", "app:create_app()", env, tmp, servers)
+    settings = ServerSettings(workers=args.workers, threads=args.threads)
+    api = start_server(
+        "api", lambda port: granian(None, port, settings), env, settings, tmp, servers
+    )
     token = login(api.base_url, seeded.admin_username)
     pids = worker_pids(api.proc.pid)
     # Warm every worker before the first RSS reading, so growth means growth, not start-up.
@@ -154,7 +158,8 @@ def soak(args: argparse.Namespace, url: str, tmp: Path, servers: list[Server]) -
 
     print(
         f"soaking for {args.minutes:g} min at {args.rate:g} req/s "
-        f"({args.workers} gunicorn workers, {args.clients} client threads) ..."
+        f"({args.workers} server workers x {args.threads} threads, {args.clients} client "
+        "threads) ..."
     )
     started = time.monotonic()
     interval = 1.0 / args.rate

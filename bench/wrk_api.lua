@@ -72,9 +72,11 @@ function init(args)
    end
 end
 
+-- Header names are as the server wrote them: granian (hyper) writes them in lower case,
+-- gunicorn as the app set them.
 function response(status, headers, body)
    statuses[status] = (statuses[status] or 0) + 1
-   local cache = headers["X-Cache"] or "none"
+   local cache = headers["x-cache"] or headers["X-Cache"] or "none"
    xcache[cache] = (xcache[cache] or 0) + 1
 end
 

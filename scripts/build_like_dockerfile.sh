@@ -4,16 +4,17 @@
 #   scripts/build_like_dockerfile.sh [CMD...]
 #
 # Build stage: `python -m venv`, then `pip install --no-cache-dir -r requirements.lock` into it.
-# Runtime stage: app/, migrations/ and gunicorn.conf.py copied into an empty WORKDIR, the image's
-# ENV (APP_ENV=production, UPLOAD_DIR, PROMETHEUS_MULTIPROC_DIR, PATH with the venv first), and
+# Runtime stage: app/ and migrations/ copied into an empty WORKDIR, the image's ENV
+# (APP_ENV=production, UPLOAD_DIR, PROMETHEUS_MULTIPROC_DIR, HOST, PATH with the venv first), and
 # nothing else of the caller's environment (`env -i`, as in a container).
 # Then, in that environment:
 #   1. `create_app()` with SECRET_KEY=change-me must refuse to start, naming SECRET_KEY;
 #   2. `flask --app app db upgrade` on a SQLite file;
-#   3. CMD (default: the Dockerfile's CMD) on GUNICORN_BIND=127.0.0.1:<free port> with random
-#      40-character secrets; /health and /ready must answer 200, /metrics must count the
-#      requests (summed over the gunicorn workers), the access log must be JSON;
-#   4. SIGTERM: gunicorn must stop cleanly.
+#   3. CMD (default: the Dockerfile's CMD, granian through app/server.py) on HOST=127.0.0.1 and
+#      PORT=<free port>, with two workers (WEB_CONCURRENCY=2) and random 40-character secrets;
+#      /health and /ready must answer 200, /metrics must count the requests (summed over the
+#      workers), the access line (the app's) must be JSON with the request id;
+#   4. SIGTERM: the server must stop cleanly (exit 0), and every line it wrote must be JSON.
 # Every check prints a `RESULT <name> ...` line; the script exits non-zero on the first failure.
 #
 # Environment: PYTHON (the base interpreter, default python3), KEEP_WORKDIR=1 to keep the build.
@@ -24,7 +25,7 @@ PYTHON="${PYTHON:-python3}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/build-like-dockerfile.XXXXXX")"
 VENV="$WORK/opt/venv"
 SRV="$WORK/srv/mediaamp"
-GUNICORN_PID=""
+SERVER_PID=""
 
 log() { printf '%s\n' "$*" >&2; }
 result() { printf 'RESULT %s\n' "$*"; }
@@ -34,8 +35,8 @@ fail() {
 }
 
 cleanup() {
-  if [[ -n "$GUNICORN_PID" ]] && kill -0 "$GUNICORN_PID" 2>/dev/null; then
-    kill -KILL -- "-$GUNICORN_PID" 2>/dev/null || kill -KILL "$GUNICORN_PID" 2>/dev/null || true
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -KILL -- "-$SERVER_PID" 2>/dev/null || kill -KILL "$SERVER_PID" 2>/dev/null || true
   fi
   if [[ "${KEEP_WORKDIR:-0}" == "1" ]]; then
     log "kept $WORK"
@@ -71,7 +72,7 @@ result "pip-install ok"
 
 # --- runtime stage ----------------------------------------------------------------------------
 mkdir -p "$SRV" "$WORK/data/uploads" "$WORK/prometheus" "$WORK/home"
-cp -R "$ROOT/app" "$ROOT/migrations" "$ROOT/gunicorn.conf.py" "$SRV/"
+cp -R "$ROOT/app" "$ROOT/migrations" "$SRV/"
 find "$SRV" -name __pycache__ -prune -exec rm -rf {} +  # .dockerignore: **/__pycache__
 
 SECRET_KEY="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(30))')"
@@ -88,6 +89,7 @@ RUNTIME_ENV=(
   APP_ENV=production
   UPLOAD_DIR="$WORK/data/uploads"
   PROMETHEUS_MULTIPROC_DIR="$WORK/prometheus"
+  HOST=0.0.0.0
   DATABASE_URL="sqlite:///$WORK/app.db"
   CELERY_BROKER_URL="sqla+sqlite:///$WORK/broker.sqlite"
   JWT_SECRET_KEY="$JWT_SECRET_KEY"
@@ -112,9 +114,9 @@ result "migrate ok"
 
 # 3. The CMD, on a free loopback port, with two workers (metrics must be summed over them).
 cd "$SRV"
-setsid env -i "${RUNTIME_ENV[@]}" SECRET_KEY="$SECRET_KEY" GUNICORN_BIND="127.0.0.1:$PORT" \
-  WEB_CONCURRENCY=2 "${CMD[@]}" >"$WORK/gunicorn.log" 2>&1 &
-GUNICORN_PID=$!
+setsid env -i "${RUNTIME_ENV[@]}" SECRET_KEY="$SECRET_KEY" HOST=127.0.0.1 PORT="$PORT" \
+  WEB_CONCURRENCY=2 "${CMD[@]}" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
 cd "$ROOT"
 
 # fetch PATH: prints the status code; the body goes to $WORK/body, the headers to $WORK/headers.
@@ -125,14 +127,14 @@ fetch() {
 }
 
 status=000
-for _ in $(seq 1 150); do  # up to 30 s for gunicorn to serve
-  kill -0 "$GUNICORN_PID" 2>/dev/null || { cat "$WORK/gunicorn.log" >&2; fail "gunicorn exited"; }
+for _ in $(seq 1 150); do  # up to 30 s for the server to serve
+  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; fail "server exited"; }
   status="$(fetch /health)"
   [[ "$status" == 200 ]] && break
   sleep 0.2
 done
 result "health $status $(cat "$WORK/body" 2>/dev/null)"
-[[ "$status" == 200 ]] || { cat "$WORK/gunicorn.log" >&2; fail "health"; }
+[[ "$status" == 200 ]] || { cat "$WORK/server.log" >&2; fail "health"; }
 grep -qi '^Strict-Transport-Security:' "$WORK/headers" || fail "health: no HSTS in production"
 grep -qi '^X-Request-ID: build-health' "$WORK/headers" || fail "health: X-Request-ID"
 result "hsts present"
@@ -177,26 +179,41 @@ EOF
 result "metrics 200 ready_requests=$ready_count"
 [[ "$ready_count" == "$READY_REQUESTS" ]] || fail "metrics: /ready counted $ready_count times"
 
-if grep -q '"logger": "gunicorn.access"' "$WORK/gunicorn.log" \
-  && grep -q '"request_id": "build-ready"' "$WORK/gunicorn.log"; then
+# The app's request line is the access line (granian's own access log is off).
+if grep '"logger": "app.request"' "$WORK/server.log" | grep -q '"request_id": "build-ready"'; then
   result "access-log json"
 else
-  cat "$WORK/gunicorn.log" >&2
+  cat "$WORK/server.log" >&2
   fail "access-log: no JSON line with the request id"
 fi
 
 # 4. Graceful stop.
-kill -TERM "$GUNICORN_PID"
+kill -TERM "$SERVER_PID"
 stop_exit=0
-for _ in $(seq 1 150); do  # up to 30 s (gunicorn's graceful timeout)
-  kill -0 "$GUNICORN_PID" 2>/dev/null || break
+for _ in $(seq 1 175); do  # up to 35 s (the server's graceful timeout is 30 s)
+  kill -0 "$SERVER_PID" 2>/dev/null || break
   sleep 0.2
 done
-if kill -0 "$GUNICORN_PID" 2>/dev/null; then
-  fail "gunicorn did not stop on SIGTERM"
+if kill -0 "$SERVER_PID" 2>/dev/null; then
+  fail "the server did not stop on SIGTERM"
 fi
-wait "$GUNICORN_PID" || stop_exit=$?
-GUNICORN_PID=""
+wait "$SERVER_PID" || stop_exit=$?
+SERVER_PID=""
 result "stopped exit=$stop_exit"
-[[ $stop_exit -eq 0 ]] || { cat "$WORK/gunicorn.log" >&2; fail "gunicorn exit $stop_exit"; }
+[[ $stop_exit -eq 0 ]] || { cat "$WORK/server.log" >&2; fail "server exit $stop_exit"; }
+
+# Every line the server wrote, start to stop (granian's, the launcher's, the app's), is JSON.
+log_lines="$(in_image python - "$WORK/server.log" <<'EOF'
+import json, sys
+
+lines = [line for line in open(sys.argv[1]) if line.strip()]
+for line in lines:
+    try:
+        assert isinstance(json.loads(line), dict)
+    except (ValueError, AssertionError):
+        sys.exit(f"not a JSON object: {line!r}")
+print(len(lines))
+EOF
+)" || { cat "$WORK/server.log" >&2; fail "log: $log_lines"; }
+result "log-lines json=$log_lines"
 result "ok"

@@ -1,4 +1,4 @@
-"""Structured (JSON) logging for the app, gunicorn and Celery, with the request id on each line."""
+"""Structured (JSON) logging for the app, granian and Celery, with the request id on each line."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from pythonjsonlogger.json import JsonFormatter
 from app.unique import unique_bits
 
 REQUEST_ID_HEADER = "X-Request-ID"
-# WSGI environ: the authenticated caller's id, for the server's access log (gunicorn.conf.py).
-USER_ID_ENVIRON = "mediaamp.user_id"
 # A client's id is echoed only if it looks like an id (no log injection through the header).
 _MAX_REQUEST_ID = 128
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -34,6 +32,7 @@ class RequestContextFilter(logging.Filter):
 
 
 def json_formatter() -> logging.Formatter:
+    """One JSON object per line: time, level, logger, message and any extra fields."""
     return JsonFormatter(
         "{asctime}{levelname}{name}{message}",
         style="{",
@@ -42,13 +41,14 @@ def json_formatter() -> logging.Formatter:
     )
 
 
+def text_formatter() -> logging.Formatter:
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def configure_logging(log_format: str, level: str) -> None:
     """Root logging: one handler on stderr, JSON or plain text, request ids attached."""
     handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(json_formatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(json_formatter() if log_format == "json" else text_formatter())
     handler.addFilter(RequestContextFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):
@@ -70,19 +70,15 @@ def log_request(
     latency_ms: float | None,
     user_id: int | None,
     *,
-    write_line: bool,
     request_id: str | None = None,
 ) -> None:
-    """The one line logged per request (by Flask's hooks, or by app.api.hot_paths); with
-    `write_line` off (REQUEST_LOG=false) the server's access line is that line instead, and
-    reads the user id left in the environ (gunicorn.conf.py)."""
-    environ[USER_ID_ENVIRON] = user_id
-    if not write_line:
-        return
+    """The one line logged per request. It is the access log too: the server's own is off
+    (app.server), as the server cannot know the user id."""
     method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
     fields: dict[str, Any] = {
         "method": method,
         "path": path,
+        "query": environ.get("QUERY_STRING") or None,
         "status": status,
         "latency_ms": latency_ms,
         "user_id": user_id,
@@ -94,7 +90,7 @@ def log_request(
 
 
 def install_request_logging(app: Flask) -> None:
-    """Accept or make a request id, echo it, and log one line per request."""
+    """Accept or make a request id, echo it, and log one line per request (REQUEST_LOG)."""
 
     @app.before_request
     def _start() -> None:
@@ -106,15 +102,10 @@ def install_request_logging(app: Flask) -> None:
         request_id = g.get("request_id")
         if request_id:
             response.headers[REQUEST_ID_HEADER] = request_id
-        started = g.get("request_started")
-        latency_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
-        log_request(
-            request.environ,
-            response.status_code,
-            latency_ms,
-            _user_id(),
-            write_line=app.config["SETTINGS"].request_log,
-        )
+        if app.config["SETTINGS"].request_log:
+            started = g.get("request_started")
+            latency_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+            log_request(request.environ, response.status_code, latency_ms, _user_id())
         return response
 
 

@@ -1,8 +1,8 @@
 """Prometheus metrics at `/metrics`: requests and latency per endpoint, cache lookups, and the
 daily loader (read from its run records, so figures are right whichever process ran it).
 
-Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py cleans up
-after dead workers) so every worker's counts are summed. Set METRICS_TOKEN to require
+With several server workers set PROMETHEUS_MULTIPROC_DIR (app.server empties it before the
+workers start) so every worker's counts are summed. Set METRICS_TOKEN to require
 `Authorization: Bearer <token>`; otherwise bind or firewall the endpoint to the monitoring network.
 """
 
@@ -83,7 +83,7 @@ def _child(metric: Any, *label_values: str) -> Any:
 
 
 def count_request(method: str, endpoint: str, status: int, seconds: float | None) -> None:
-    """One answered request (by Flask's hooks, or by app.api.hot_paths)."""
+    """One answered request."""
     _child(HTTP_REQUESTS, method, endpoint, str(status)).inc()
     if seconds is not None:
         _child(HTTP_LATENCY, method, endpoint).observe(seconds)

@@ -1,7 +1,7 @@
-"""Observability: request ids, JSON logs (the app's, gunicorn's access log, Celery's), Prometheus
+"""Observability: request ids, JSON logs (the app's, the server's, Celery's), Prometheus
 metrics and their token, and the production-only transport rules (HSTS, secure cookies).
 
-In-process tests use the `app` fixture (both backends). gunicorn and a Celery worker run as real
+In-process tests use the `app` fixture (both backends). The server and a Celery worker run as real
 subprocesses on throwaway SQLite files, each bounded in time and stopped at the end.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
-import runpy
 import signal
 import sys
 import time
@@ -33,7 +33,7 @@ from app.config import AppEnv
 from app.observability import logging as observability_logging
 from app.observability.logging import configure_logging
 from app.services import loader
-from tests.conftest import PROJECT_ROOT, Account
+from tests.conftest import Account
 from tests.conftest import test_settings as settings_for
 from tests.deploy.helpers import (
     background,
@@ -54,7 +54,7 @@ TASK_ROUTE = "/task/<int:task_id>"
 METRICS_TOKEN = "s3cret-token-xyz"
 HSTS = "Strict-Transport-Security"
 CELERY_APP = "app.celery_worker.celery"
-GUNICORN_READY_REQUESTS = 6
+SERVER_READY_REQUESTS = 6  # at least
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -340,118 +340,157 @@ def test_metrics_survive_a_database_that_does_not_answer(tmp_path: Path) -> None
         assert "loader_rows_logged_total" not in body
 
 
-# --- real processes: gunicorn and a Celery worker --------------------------------------------
+# --- real processes: the server (granian) and a Celery worker --------------------------------
 
 
 @dataclass(frozen=True)
-class GunicornRun:
+class ServerRun:
     output: str  # stdout and stderr
     metrics: str
+    ready_requests: int  # /ready requests answered 200, by both workers
+    user_id: int  # of the account that called /me
     multiproc_dir: Path
+    worker_pids: set[int]
 
 
-def http_get(url: str, request_id: str) -> tuple[int, str]:
-    request = urllib.request.Request(url, headers={"X-Request-ID": request_id})  # noqa: S310
+def http_call(
+    url: str,
+    request_id: str,
+    *,
+    body: dict[str, Any] | None = None,
+    token: str | None = None,
+) -> tuple[int, str]:
+    """A GET, or a POST of `body` as JSON; the status and the body. Each call a new connection."""
+    headers = {"X-Request-ID": request_id, "Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310
     with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
         status: int = response.status
         return status, response.read().decode()
 
 
+def metric_files(directory: Path) -> set[int]:
+    """The pids that wrote request counts in the Prometheus directory (counter_<pid>.db)."""
+    return {int(p.stem.rpartition("_")[2]) for p in directory.glob("counter_*.db")}
+
+
 @pytest.fixture(scope="module")
-def gunicorn_run(tmp_path_factory: pytest.TempPathFactory) -> GunicornRun:
-    """gunicorn started as the Dockerfile does (`-c gunicorn.conf.py "app:create_app()"`) with
-    two workers and a PROMETHEUS_MULTIPROC_DIR that does not exist yet; a few requests; stopped."""
-    tmp_path = tmp_path_factory.mktemp("gunicorn")
+def server_run(tmp_path_factory: pytest.TempPathFactory) -> ServerRun:
+    """The server started as the Dockerfile does (`python -m app.server`: granian) with two
+    workers and a PROMETHEUS_MULTIPROC_DIR that does not exist yet; an account registers, logs
+    in and calls /me; /ready is called until both workers have answered some; stopped."""
+    tmp_path = tmp_path_factory.mktemp("server")
     port = free_port()
     multiproc_dir = tmp_path / "prometheus" / "not-yet"
     env = isolated_env(
         tmp_path,
-        GUNICORN_BIND=f"127.0.0.1:{port}",
+        HOST="127.0.0.1",
+        PORT=str(port),
         LOG_FORMAT="json",
         WEB_CONCURRENCY="2",
         PROMETHEUS_MULTIPROC_DIR=str(multiproc_dir),
     )
     migrate_sqlite(env)
-    argv = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]
+    argv = [sys.executable, "-m", "app.server"]
     base = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
         try:
-            return http_get(f"{base}/health", "probe")[0] == 200
+            return http_call(f"{base}/health", "probe")[0] == 200
         except OSError:
             return False
 
-    with background(argv, env, tmp_path, "gunicorn") as gunicorn:
-        wait_until(healthy, 30, "gunicorn to answer /health", alive=gunicorn)
-        for _ in range(GUNICORN_READY_REQUESTS):
-            assert http_get(f"{base}/ready?x=1", "gunicorn-ready-1")[0] == 200
-        status, metrics = http_get(f"{base}/metrics", "gunicorn-metrics")
+    with background(argv, env, tmp_path, "server") as server:
+        wait_until(healthy, 30, "the server to answer /health", alive=server)
+        account = {"username": "observed", "email": "observed@example.com", "password": "pw-" * 4}
+        status, _ = http_call(f"{base}/register", "server-register", body=account)
+        assert status == 201
+        login = {"username": account["username"], "password": account["password"]}
+        status, tokens = http_call(f"{base}/login", "server-login", body=login)
         assert status == 200
-        gunicorn.stop()
-        assert gunicorn.popen.returncode == 0
-        return GunicornRun(gunicorn.stdout() + gunicorn.stderr(), metrics, multiproc_dir)
+        token = json.loads(tokens)["access_token"]
+        status, me = http_call(f"{base}/me", "server-me-1", token=token)
+        assert status == 200
+        # The kernel spreads new connections over the workers (a socket each): ask until both
+        # have counted some, so that the scrape below must add up two processes' counts.
+        ready_requests = 0
+        while ready_requests < SERVER_READY_REQUESTS or len(metric_files(multiproc_dir)) < 2:
+            assert ready_requests < 200, f"one worker answered everything: {multiproc_dir}"
+            assert http_call(f"{base}/ready?x=1", "server-ready-1")[0] == 200
+            ready_requests += 1
+        status, metrics = http_call(f"{base}/metrics", "server-metrics")
+        assert status == 200
+        worker_pids = metric_files(multiproc_dir)
+        server.stop()
+        assert server.popen.returncode == 0
+        return ServerRun(
+            server.stdout() + server.stderr(),
+            metrics,
+            ready_requests,
+            int(json.loads(me)["id"]),
+            multiproc_dir,
+            worker_pids,
+        )
 
 
-def test_gunicorn_access_log_is_json_with_the_request_id(gunicorn_run: GunicornRun) -> None:
-    lines = json_lines(gunicorn_run.output)
-    access = [
-        line
-        for line in lines
-        if line.get("logger") == "gunicorn.access" and line.get("request_id") == "gunicorn-ready-1"
-    ]
-    assert len(access) == GUNICORN_READY_REQUESTS
-    line = access[0]
+def test_the_access_line_is_the_apps_json_line_with_request_and_user_id(
+    server_run: ServerRun,
+) -> None:
+    lines = json_lines(server_run.output)
+    (me,) = request_lines(lines, "server-me-1")
+    assert me["user_id"] == server_run.user_id
+    assert (me["method"], me["path"], me["status"]) == ("GET", "/me", 200)
+    ready = request_lines(lines, "server-ready-1")
+    assert len(ready) == server_run.ready_requests  # one line per request, not two
+    line = ready[0]
     assert line["path"] == "/ready" and line["query"] == "x=1"
     assert line["method"] == "GET" and line["status"] == 200
-    assert isinstance(line["duration_ms"], int | float) and line["duration_ms"] >= 0
-    assert "user_id" in line and line["user_id"] is None  # the app's field; /ready is anonymous
-    # One line per request: under gunicorn the app does not log its own (REQUEST_LOG=false).
-    assert request_lines(lines, "gunicorn-ready-1") == []
+    assert isinstance(line["latency_ms"], int | float) and line["latency_ms"] >= 0
+    assert "user_id" in line and line["user_id"] is None  # /ready is anonymous
+    assert line["remote_addr"] == "127.0.0.1"
 
 
-def test_every_line_gunicorn_writes_is_json(gunicorn_run: GunicornRun) -> None:
-    lines = [line for line in gunicorn_run.output.splitlines() if line.strip()]
+def test_every_line_the_server_writes_is_json(server_run: ServerRun) -> None:
+    lines = [line for line in server_run.output.splitlines() if line.strip()]
     not_json = [line for line in lines if not json_lines(line)]
     assert not not_json, not_json
-    loggers = {line.get("logger") for line in json_lines(gunicorn_run.output)}
-    assert {"gunicorn.error", "gunicorn.access"} <= loggers
-    assert "app.request" not in loggers, "gunicorn's access line is the request's one line"
-    starting = [
-        line
-        for line in json_lines(gunicorn_run.output)
-        if str(line.get("message", "")).startswith("Starting gunicorn")
-    ]
+    objects = json_lines(server_run.output)
+    loggers = {line.get("logger") for line in objects}
+    # granian's own (main process and workers), the launcher's, the app's request lines.
+    assert {"_granian", "app.server", "app.request"} <= loggers
+    assert "granian.access" not in loggers, "the app's request line is the access line"
+    starting = [line for line in objects if line.get("message", "").startswith("Starting granian")]
     assert starting and {"time", "level", "logger", "message"} <= set(starting[0])
+    spawned = [line for line in objects if line.get("message", "").startswith("Spawning worker")]
+    assert len(spawned) == 2
 
 
-def test_gunicorn_metrics_are_summed_over_workers(gunicorn_run: GunicornRun) -> None:
-    """Multi-process mode: the directory was made at start, each worker wrote its counts there,
-    and /metrics (served by one worker) adds them all up."""
-    assert gunicorn_run.multiproc_dir.is_dir()
+def test_metrics_are_summed_over_the_workers(server_run: ServerRun) -> None:
+    """Multi-process mode: each worker wrote its counts in the directory, and /metrics (served
+    by one of them) adds them all up."""
+    assert len(server_run.worker_pids) == 2
     samples = {
         (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(gunicorn_run.metrics)
+        for family in text_string_to_metric_families(server_run.metrics)
         for sample in family.samples
     }
     ready = value(samples, "http_requests_total", endpoint="/ready", status="200")
-    assert ready == GUNICORN_READY_REQUESTS
+    assert ready == server_run.ready_requests
 
 
-def test_gunicorn_start_prepares_the_multiprocess_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """gunicorn.conf.py's on_starting: the directory is made if missing, and a previous run's
-    metric files are removed (prometheus_client requires it emptied between runs)."""
-    config = runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))
-    directory = tmp_path / "prometheus"
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
-    config["on_starting"](None)
-    assert directory.is_dir()
-    (directory / "counter_123.db").write_bytes(b"stale")
-    (directory / "histogram_456.db").write_bytes(b"stale")
-    (directory / "README").write_text("not ours")
-    config["on_starting"](None)
-    assert sorted(p.name for p in directory.iterdir()) == ["README"]
+def test_the_server_prepares_the_multiprocess_directory(server_run: ServerRun) -> None:
+    """app.server made the directory (it did not exist) before the workers started; it holds
+    the files of this run's workers only (it is emptied at each start: tests/unit)."""
+    assert server_run.multiproc_dir.is_dir()
+    pids = {
+        int(line["message"].rpartition(" ")[2])
+        for line in json_lines(server_run.output)
+        if line.get("message", "").startswith("Spawning worker")
+    }
+    files = {int(p.stem.rpartition("_")[2]) for p in server_run.multiproc_dir.glob("*.db")}
+    assert files == pids == server_run.worker_pids
 
 
 def children_of(pid: int) -> list[int]:

@@ -1,7 +1,7 @@
 """Sessions remembered per process (app.auth.session_memory) and verified tokens: a hot read needs
 no auth query, and yet every change to a session takes effect at once in every process.
 
-Two apps on one database and one real Redis (a throwaway redis-server) stand for two gunicorn
+Two apps on one database and one real Redis (a throwaway redis-server) stand for two server
 workers: `first` makes the change, `second` had remembered the session and must not honour it
 a moment later.
 """

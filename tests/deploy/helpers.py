@@ -32,13 +32,17 @@ COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 # Environment variables the app's processes read that are not fields of `Settings`, with the file
 # that reads each (checked by the tests: a name listed here must really be used there).
 NON_SETTINGS_VARIABLES: dict[str, str] = {
-    "WEB_CONCURRENCY": "gunicorn.conf.py",
-    "GUNICORN_BIND": "gunicorn.conf.py",
-    "GUNICORN_THREADS": "gunicorn.conf.py",
-    "GUNICORN_TIMEOUT": "gunicorn.conf.py",
-    "GUNICORN_GRACEFUL_TIMEOUT": "gunicorn.conf.py",
-    "GUNICORN_ACCESSLOG": "gunicorn.conf.py",
-    "PORT": "gunicorn.conf.py",
+    # The server launcher (granian): granian's own names first, then the generic ones.
+    "GRANIAN_WORKERS": "app/server.py",
+    "WEB_CONCURRENCY": "app/server.py",
+    "GRANIAN_BLOCKING_THREADS": "app/server.py",
+    "GRANIAN_HOST": "app/server.py",
+    "HOST": "app/server.py",
+    "GRANIAN_PORT": "app/server.py",
+    "PORT": "app/server.py",
+    "GRANIAN_WORKERS_KILL_TIMEOUT": "app/server.py",
+    "GRANIAN_RESPAWN_FAILED_WORKERS": "app/server.py",
+    "GRANIAN_WORKERS_LIFETIME": "app/server.py",
     "PROMETHEUS_MULTIPROC_DIR": "app/observability/metrics.py",
 }
 # Read by the interpreter or the shell, not by the project.
@@ -193,7 +197,7 @@ def free_port() -> int:
 
 
 def isolated_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
-    """The current environment without any setting of the app, gunicorn or Prometheus (a CI
+    """The current environment without any setting of the app, its server or Prometheus (a CI
     REDIS_URL or DATABASE_URL must not leak in), pointed at throwaway SQLite files instead."""
     dropped = settings_env_names() | set(NON_SETTINGS_VARIABLES)
     env = {k: v for k, v in os.environ.items() if k.upper() not in dropped}

@@ -3,7 +3,7 @@
 The compose file is read as data: its services, health-gated start order, volumes and secrets.
 Every command it runs in the project's image is resolved against the project (the Celery app
 path imports and is a Celery app whose sub-commands accept the given options, `flask db upgrade`
-is a registered command and really migrates, gunicorn's target loads with gunicorn.conf.py);
+is a registered command and really migrates, the api's server launcher builds the app);
 every variable it sets maps to a setting; the environment it builds with real-looking secrets
 validates as production Settings. The Dockerfile is checked for its stages, base, lock-file
 install, unprivileged user, health check and CMD, and linted by hadolint.
@@ -263,10 +263,12 @@ def test_every_app_variable_is_a_setting_or_a_known_process_variable() -> None:
         and n not in INTERPRETER_VARIABLES
     }
     assert not unknown, f"set but read by nothing: {sorted(unknown)}"
-    # The non-Settings names really are read where we say.
-    for name in (names | docker_env) & set(NON_SETTINGS_VARIABLES):
-        source = (PROJECT_ROOT / NON_SETTINGS_VARIABLES[name]).read_text()
-        assert f'"{name}"' in source, f"{name} is not read by {NON_SETTINGS_VARIABLES[name]}"
+
+
+def test_every_listed_process_variable_is_read_where_listed() -> None:
+    for name, path in NON_SETTINGS_VARIABLES.items():
+        source = (PROJECT_ROOT / path).read_text()
+        assert f'"{name}"' in source, f"{name} is not read by {path}"
 
 
 def test_every_interpolated_variable_is_documented_in_env_example() -> None:
@@ -318,7 +320,7 @@ def test_the_env_example_placeholders_are_refused_in_production() -> None:
 def test_every_command_is_one_the_project_provides() -> None:
     """Each command's program is one this file verifies below (a new kind fails here first)."""
     programs = {argv[0] for _, argv in app_commands(load_compose())}
-    assert programs <= {"flask", "gunicorn", "celery", "python"}, programs
+    assert programs <= {"flask", "celery", "python"}, programs
     lock = (PROJECT_ROOT / "requirements.lock").read_text().lower()
     for program in programs - {"python"}:
         assert re.search(rf"^{program}==", lock, re.MULTILINE), f"{program} is not locked"
@@ -372,27 +374,36 @@ def test_flask_db_upgrade_is_registered_and_migrates(tmp_path: Path) -> None:
     assert (tmp_path / "app.db").stat().st_size > 0
 
 
-def test_gunicorn_target_loads_with_the_config(tmp_path: Path) -> None:
-    (api_argv,) = [a for s, a in app_commands(load_compose()) if s == "api" and a[0] == "gunicorn"]
-    config = api_argv[api_argv.index("--config") + 1]
-    assert (PROJECT_ROOT / config).is_file()
-    target = api_argv[-1]
-    assert target == "app:create_app()"
-    # gunicorn itself loads the config and the app, then exits without serving.
+def test_the_api_runs_the_server_launcher_which_builds_the_app(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    (api_argv,) = [a for s, a in app_commands(load_compose()) if s == "api" and "-c" not in a]
+    assert api_argv == ["python", "-m", "app.server"]
+    # The launcher works out its options from the api's environment, builds the app once and
+    # exits without serving (the database is a throwaway SQLite file, not compose's).
+    api_env = {
+        k: interpolate(v, DEPLOY_ENV) for k, v in service_environment(services["api"]).items()
+    }
+    server_env = {k: v for k, v in api_env.items() if k in NON_SETTINGS_VARIABLES}
     result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--check-config", *api_argv[1:]],
+        [sys.executable, *api_argv[1:], "--check"],
         cwd=PROJECT_ROOT,
-        env=isolated_env(tmp_path),
+        env=isolated_env(tmp_path, **server_env),
         capture_output=True,
         text=True,
         timeout=90,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    options = json.loads(result.stdout.strip().splitlines()[-1])
+    assert options["target"] == "app:create_app" and options["interface"] == "wsgi"
+    # Reachable from the published port, with the workers compose asks for.
+    assert (options["address"], options["port"]) == ("0.0.0.0", 5000)  # noqa: S104
+    assert options["workers"] == int(api_env["WEB_CONCURRENCY"]) == 2
 
 
 def test_python_healthchecks_probe_a_real_route(tmp_path: Path) -> None:
-    probes = [a for _, a in app_commands(load_compose()) if a[0] == "python"]
+    probes = [a for _, a in app_commands(load_compose()) if a[:2] == ["python", "-c"]]
     for healthcheck in healthchecks():
         # HEALTHCHECK [--option=value ...] CMD ["program", "arg", ...]
         probes.append(json.loads(healthcheck.args.split(" CMD ", 1)[1]))
@@ -403,7 +414,7 @@ def test_python_healthchecks_probe_a_real_route(tmp_path: Path) -> None:
         assert argv[:2] == ["python", "-c"], argv
         match = HEALTH_URL.search(argv[2])
         assert match, argv
-        assert match.group(1) == "5000", "the port gunicorn.conf.py binds by default"
+        assert match.group(1) == "5000", "the port app/server.py binds by default"
         assert match.group(2) == "/health" and "/health" in routes
 
 
@@ -434,7 +445,7 @@ def test_dockerfile_installs_the_lock_and_copies_the_venv() -> None:
     copies = [i.args for i in instructions if i.keyword == "COPY"]
     assert any(c.startswith("--from=") for c in copies), "the runtime stage copies the venv"
     copied = " ".join(copies)
-    for path in ("app", "migrations", "gunicorn.conf.py"):
+    for path in ("app", "migrations"):
         assert re.search(rf"(^|\s){re.escape(path)}(\s|$)", copied), path
 
 
@@ -451,12 +462,12 @@ def test_dockerfile_healthcheck_and_cmd() -> None:
     exposed = [i.args for i in dockerfile_instructions() if i.keyword == "EXPOSE"]
     assert exposed == ["5000"]
     cmd = dockerfile_cmd()
-    assert cmd[0] == "gunicorn"
-    config_flag = "--config" if "--config" in cmd else "-c"
-    assert cmd[cmd.index(config_flag) + 1] == "gunicorn.conf.py"
+    assert cmd == ["python", "-m", "app.server"]
     compose_api = load_compose()["services"]["api"]["command"]
-    assert cmd[-1] == compose_api[-1] == "app:create_app()"
     assert cmd == compose_api, "the image's default command and compose's api should agree"
+    # Reachable from outside the container (the launcher's default is loopback).
+    env = [i.args for i in final_stage() if i.keyword == "ENV"]
+    assert any(re.search(r"(^|\s)HOST=0\.0\.0\.0(\s|$)", args) for args in env), env
 
 
 def test_dockerignore_keeps_secrets_and_junk_out_of_the_build_context() -> None:

@@ -1,11 +1,12 @@
 """The image, built and run without a Docker engine: scripts/build_like_dockerfile.sh installs
 requirements.lock into a fresh venv as the Dockerfile's build stage does, lays out the runtime
-stage's WORKDIR (app/, migrations/, gunicorn.conf.py only) and environment (APP_ENV=production,
-nothing inherited), and runs the Dockerfile's CMD there.
+stage's WORKDIR (app/ and migrations/ only) and environment (APP_ENV=production, nothing
+inherited), and runs the Dockerfile's CMD there.
 
-Checked: production refuses a placeholder secret (naming it); the migrations run; gunicorn serves
-/health and /ready (200, HSTS, request id echoed); /metrics sums the requests of both workers
-(multi-process mode); the access log is JSON; SIGTERM stops gunicorn cleanly.
+Checked: production refuses a placeholder secret (naming it); the migrations run; the server
+(granian, through app/server.py) serves /health and /ready (200, HSTS, request id echoed);
+/metrics sums the requests of both workers (multi-process mode); the access line is JSON with the
+request id; SIGTERM stops the server cleanly (exit 0); every line it wrote is JSON.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ TIMEOUT = 300  # seconds; the pip install dominates (about 15 s with warm local 
 
 def run_script(argv: list[str]) -> subprocess.CompletedProcess[str]:
     """The script in a process group of its own: on a timeout the whole group (pip included) is
-    terminated, and the script's exit trap stops its gunicorn and removes its files."""
+    terminated, and the script's exit trap stops its server and removes its files."""
     env = {**os.environ, "PYTHON": sys.executable}
     process = subprocess.Popen(
         ["bash", str(SCRIPT), *argv],
@@ -88,6 +89,7 @@ def test_the_image_builds_and_serves(build: subprocess.CompletedProcess[str]) ->
     assert found["metrics"] == "200 ready_requests=6"
     assert found["access-log"] == "json"
     assert found["stopped"] == "exit=0"
+    assert int(found["log-lines"].removeprefix("json=")) > 0
     assert "ok" in found
 
 
