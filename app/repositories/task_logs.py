@@ -402,8 +402,10 @@ def log_entries_for_date(
     (`answerable_from_log`), the page's entries are found on task_logger's index and only those
     joined to their tasks; otherwise the whole day is joined to its tasks and filtered."""
     if answerable_from_log(scope, filters):
+        # The page's task ids only: with the day and the order they are the index's own
+        # columns, so the entries skipped by OFFSET are read from the index alone.
         page = (
-            select(TaskLogEntry.id)
+            select(TaskLogEntry.task_id)
             .where(*_log_only_conditions(log_date, scope, filters))
             .order_by(*_log_order(filters.sort))
             .offset(offset)
@@ -412,8 +414,9 @@ def log_entries_for_date(
         )
         stmt = (
             select(TaskLogEntry)
-            .join(page, TaskLogEntry.id == page.c.id)
+            .join(page, TaskLogEntry.task_id == page.c.task_id)
             .join(TaskLogEntry.task)
+            .where(TaskLogEntry.log_date == log_date)
             .order_by(*_log_order(filters.sort))
         )
     else:
