@@ -72,20 +72,12 @@ def refuse_impossible_ids(_endpoint: str | None, values: dict[str, Any] | None) 
         raise NotFound("No such object.")
 
 
-def security_headers(app: Flask) -> list[tuple[str, str]]:
-    headers = [
-        ("X-Content-Type-Options", "nosniff"),
-        ("X-Frame-Options", "DENY"),
-        ("Referrer-Policy", "no-referrer"),
-    ]
-    if app.config["PREFERRED_URL_SCHEME"] == "https":  # staging and production
-        headers.append(("Strict-Transport-Security", "max-age=31536000"))
-    return headers
-
-
 def add_security_headers(response: Response) -> Response:
-    for name, value in security_headers(current_app):
-        response.headers.setdefault(name, value)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if current_app.config["PREFERRED_URL_SCHEME"] == "https":  # staging and production
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     return response
 
 

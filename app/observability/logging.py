@@ -69,8 +69,6 @@ def log_request(
     status: int,
     latency_ms: float | None,
     user_id: int | None,
-    *,
-    request_id: str | None = None,
 ) -> None:
     """The one line logged per request. It is the access log too: the server's own is off
     (app.server), as the server cannot know the user id."""
@@ -84,8 +82,6 @@ def log_request(
         "user_id": user_id,
         "remote_addr": environ.get("REMOTE_ADDR"),
     }
-    if request_id is not None:  # outside a request context the filter cannot add it
-        fields["request_id"] = request_id
     log.info("%s %s %s", method, path, status, extra=fields)
 
 
