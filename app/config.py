@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     cache_timeout_ms: int = Field(default=50, gt=0)
     cache_retry_after_seconds: float = Field(default=5.0, ge=0)
     cache_max_entries: int = Field(default=10_000, gt=0)
+    # Answers larger than this are served but not stored: no caller can fill the cache with a
+    # few huge answers.
+    cache_max_answer_bytes: int = Field(default=256 * 1024, gt=0)
+    # The cache's own Redis (a database or instance with maxmemory and an LRU policy), so that
+    # filling it can evict only cached answers, never the broker's jobs or the rate-limit
+    # counts. Unset: REDIS_URL.
+    cache_redis_url: str | None = None
     # Verified sessions (and access tokens) each process remembers, so hot reads need no auth
     # query (app.auth.session_memory; sessions only with the cache on: its counters guard them).
     session_memory_max_entries: int = Field(default=10_000, gt=0)
@@ -104,7 +111,14 @@ class Settings(BaseSettings):
     # Rate limits (Flask-Limiter; Redis at REDIS_URL so the server's workers share the counts).
     ratelimit_enabled: bool = True
     ratelimit_auth: str = "10/minute"
-    ratelimit_default: str | None = None
+    # Every authenticated caller (by user id; anonymous callers by address), on every endpoint.
+    # Empty: off.
+    ratelimit_default: str | None = "1200/minute"
+    # PATCH /me, per user: each wrong current password costs an argon2 check.
+    ratelimit_profile: str = "10/minute"
+    # Failed logins: RATELIMIT_AUTH per (address, username), and this, looser, per username
+    # from any address.
+    ratelimit_login_per_username: str = "100/hour"
     ratelimit_storage_url: str | None = None
     # Redis down: fail open (serve, counting per process) rather than refuse every request.
     ratelimit_fail_open: bool = True
@@ -115,6 +129,9 @@ class Settings(BaseSettings):
     csv_async_threshold_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     csv_batch_rows: int = Field(default=2000, ge=1, le=5000)
     upload_dir: str = str(INSTANCE_DIR / "uploads")
+    # Per uploaded file: data rows, and the accounts its unknown assignees may create.
+    csv_max_rows_per_file: int = Field(default=200_000, gt=0)
+    csv_max_new_accounts_per_file: int = Field(default=100, ge=0)
 
     # The daily task loader.
     daily_log_time_utc: str = Field(default="00:05", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
@@ -132,9 +149,21 @@ class Settings(BaseSettings):
     request_log: bool = True
     metrics_token: str | None = None
 
+    # HTTP: how many proxies in front of the app set X-Forwarded-For/-Proto/-Host (werkzeug's
+    # ProxyFix); 0: the peer's address is the client's. And the URL clients reach the API at,
+    # for absolute links (`Link` headers); unset: links are relative, never built from `Host`.
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
+    external_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
+
     admin_username: str | None = None
     admin_email: str | None = None
     admin_password: str | None = None
+
+    @field_validator("external_url", "cache_redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # docker compose passes `${EXTERNAL_URL:-}` through as an empty string.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

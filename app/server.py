@@ -8,11 +8,15 @@ granian's own variable first:
 
     workers           GRANIAN_WORKERS, else WEB_CONCURRENCY   one per core with REDIS_URL, else 1
     blocking threads  GRANIAN_BLOCKING_THREADS                1 with REDIS_URL, else 2
-    host              GRANIAN_HOST, else HOST                 127.0.0.1
+    host              GRANIAN_HOST, else HOST                 127.0.0.1 (see below)
     port              GRANIAN_PORT, else PORT                 5000
     graceful stop     GRANIAN_WORKERS_KILL_TIMEOUT            30 s, then the workers are killed
     respawn           GRANIAN_RESPAWN_FAILED_WORKERS          on
     worker lifetime   GRANIAN_WORKERS_LIFETIME                off (at least 60 s when set)
+
+A non-loopback host is refused while the secrets are the development placeholders (APP_ENV
+unset or development, SECRET_KEY/JWT_SECRET_KEY not set): anyone who read this repository
+could sign tokens for a server reachable from the network.
 
 Values are parsed as granian's CLI parses them (durations: `90`, `30s`, `1h30m`). granian's
 access log is off: the app's own request line (app.observability.logging) is the access line,
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import ipaddress
 import json
 import logging
 import os
@@ -45,7 +50,7 @@ from granian.cli import Duration
 from granian.constants import Interfaces
 from granian.log import LogLevels
 
-from app.config import Settings, load_settings
+from app.config import PLACEHOLDER_SECRETS, Settings, load_settings
 
 DEFAULT_TARGET = "app:create_app"
 DEFAULT_HOST = "127.0.0.1"
@@ -83,6 +88,25 @@ def _from_env(
     return default
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False
+
+
+def check_exposure(host: str, settings: Settings) -> None:
+    """Refuse to serve the network with secrets everyone knows (the development defaults)."""
+    known = {settings.secret_key, settings.jwt_secret_key} & PLACEHOLDER_SECRETS
+    if known and not settings.is_production_like and not is_loopback(host):
+        raise ValueError(
+            f"refusing to listen on {host} with the development secrets: set SECRET_KEY and "
+            "JWT_SECRET_KEY (and APP_ENV), or serve on 127.0.0.1"
+        )
+
+
 def server_options(environ: Mapping[str, str], settings: Settings) -> dict[str, Any]:
     """`granian.Granian`'s keyword arguments (all but the target) for this environment."""
     # With Redis the workers share the cache and the rate-limit counts: one single-threaded
@@ -103,9 +127,11 @@ def server_options(environ: Mapping[str, str], settings: Settings) -> dict[str, 
     blocking_threads = _from_env(
         environ, ("GRANIAN_BLOCKING_THREADS",), click.IntRange(min=1), 1 if with_redis else 2
     )
+    address = _from_env(environ, ("GRANIAN_HOST", "HOST"), click.STRING, DEFAULT_HOST)
+    check_exposure(address, settings)
     return {
         "interface": Interfaces.WSGI,
-        "address": _from_env(environ, ("GRANIAN_HOST", "HOST"), click.STRING, DEFAULT_HOST),
+        "address": address,
         "port": _from_env(
             environ, ("GRANIAN_PORT", "PORT"), click.IntRange(min=1, max=65535), DEFAULT_PORT
         ),

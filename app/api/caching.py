@@ -2,9 +2,10 @@
 
 A cached answer is stored whole (status 200, body, Link/ETag headers) under a key made of the
 endpoint, the caller's visibility scope, every query parameter and the generations that guard it
-(see `app.cache.store`). Only 200 answers are stored. A hit is answered by the view's decorator,
-after Flask's before-request hooks and the authentication, and every after-request hook applies
-to it as to any answer.
+(see `app.cache.store`). Only 200 answers are stored, and only up to CACHE_MAX_ANSWER_BYTES: a
+larger one is served but not kept, so no caller fills the cache with a few huge answers. A hit
+is answered by the view's decorator, after Flask's before-request hooks and the authentication,
+and every after-request hook applies to it as to any answer.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, cast
+from urllib.parse import urlencode
 
 import orjson
 from flask import Response, current_app, g, make_response, request
@@ -23,6 +25,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from app.auth.tokens import AccessClaims
 from app.cache.invalidation import STAFF_SCOPE, current_cache, user_scope
 from app.cache.store import Lookup, ResponseCache, scope_generation
+from app.config import Settings
 from app.extensions import token_auth
 from app.models import Role
 from app.services import sessions
@@ -85,6 +88,11 @@ def _decode(stored: bytes) -> Response:
     return response
 
 
+def _worth_keeping(body: bytes) -> bool:
+    settings: Settings = current_app.config["SETTINGS"]
+    return len(body) <= settings.cache_max_answer_bytes
+
+
 # generations(actor, query_args, **view_args) -> the counters guarding a cached view's answers
 Generations = Callable[..., Sequence[str]]
 CACHE_GENERATIONS = "cache_generations"  # attribute of a cached view: its `generations`
@@ -102,9 +110,12 @@ def cache_key_prefix(
     actor: Actor, endpoint: str | None, view_args: Mapping[str, Any], args: MultiDict[str, str]
 ) -> str:
     """Where a caller's answer to this request is cached: a digest of the endpoint, the
-    caller's scope, the view arguments and every query parameter."""
-    params = "&".join(sorted(f"{k}={v}" for k, v in args.items(multi=True)))
-    described = f"{endpoint}:{caller_scope(actor)}:{dict(view_args)}:{params}"
+    caller's scope, the view arguments and every query parameter. The parameters are
+    URL-encoded, name and value, in one canonical order, so that two different questions never
+    share a key (a value holding `&` or `=` is encoded, not taken for a separator) and the same
+    parameters in another order share one."""
+    params = urlencode(sorted(args.items(multi=True)))
+    described = f"{endpoint}:{caller_scope(actor)}:{sorted(view_args.items())!r}:{params}"
     return hashlib.sha256(described.encode()).hexdigest()[:40]
 
 
@@ -166,8 +177,9 @@ def cached(generations: Generations) -> Callable[[Any], Any]:
                 return response.make_conditional(request)
             response = make_response(view(*args, **kwargs))
             if response.status_code == 200:
-                response.headers.setdefault("ETag", body_etag(response.get_data()))
-                if cache is not None and looked is not None:
+                body = response.get_data()
+                response.headers.setdefault("ETag", body_etag(body))
+                if cache is not None and looked is not None and _worth_keeping(body):
                     cache.set(looked.key, _encode(response))
             response.headers["X-Cache"] = "MISS" if looked is not None else "BYPASS"
             return response.make_conditional(request)

@@ -1,4 +1,5 @@
-"""Request and response rules shared by every endpoint: JSON bodies and security headers."""
+"""Request and response rules shared by every endpoint: the client's address behind proxies,
+JSON bodies and security headers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from flask import Flask, Request, Response, current_app, request
 from flask.sessions import NullSession, SecureCookieSessionInterface
 from flask_cors import CORS
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.database import end_read_only_session, read_only_session
 from app.models.types import MAX_ID
@@ -99,7 +101,20 @@ def install_cors(app: Flask, origins: list[str]) -> None:
     )
 
 
+def trust_proxies(app: Flask, hops: int) -> None:
+    """Behind `hops` proxies (a load balancer, an ingress), the client's address, scheme, host
+    and path prefix are those the proxies forwarded (X-Forwarded-*), taken `hops` entries from
+    the right: what a client writes in them itself is ignored. With 0 the peer is the client, so
+    rate limits behind an untrusted proxy would count every client as one."""
+    if hops > 0:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
+        )
+
+
 def install(app: Flask) -> None:
+    settings = app.config.get("SETTINGS")
+    trust_proxies(app, getattr(settings, "trusted_proxy_hops", 0))
     app.request_class = ApiRequest
     app.session_interface = NoCookieSessions()
     app.url_value_preprocessor(refuse_impossible_ids)
@@ -107,5 +122,4 @@ def install(app: Flask) -> None:
     app.teardown_request(end_reads_only)
     app.before_request(require_json_content_type)
     app.after_request(add_security_headers)
-    settings = app.config.get("SETTINGS")
     install_cors(app, list(getattr(settings, "cors_origins", None) or []))

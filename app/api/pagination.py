@@ -1,11 +1,18 @@
-"""Page bodies and RFC 8288 `Link` headers for paginated lists."""
+"""Page bodies and RFC 8288 `Link` headers for paginated lists.
+
+Links never come from the request's `Host` (a client chooses it, and the answer is cached and
+shared): they are relative references (`/tasks?page=2`), or absolute under EXTERNAL_URL when
+that is set.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-from flask import request
+from flask import current_app, request
+
+from app.config import Settings
 
 
 class Pagination(Protocol):
@@ -57,7 +64,15 @@ def link_header(pagination: Pagination, args: dict[str, str], base_url: str) -> 
     return ", ".join(links)
 
 
+def links_base() -> str:
+    """Where the current request's links point: its path, under EXTERNAL_URL if set."""
+    settings: Settings = current_app.config["SETTINGS"]
+    if settings.external_url:
+        return settings.external_url.rstrip("/") + request.path
+    return request.script_root + request.path
+
+
 def paginated(pagination: Pagination) -> tuple[dict[str, Any], int, dict[str, str]]:
     """A page's body and its Link header for the current request."""
-    link = link_header(pagination, request.args.to_dict(), request.base_url)
+    link = link_header(pagination, request.args.to_dict(), links_base())
     return page_body(pagination), 200, {"Link": link}

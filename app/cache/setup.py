@@ -16,14 +16,13 @@ def init_cache(app: Flask, settings: Settings) -> ResponseCache | None:
         return None
     backend: CacheBackend
     kind = settings.cache_backend
+    redis_url = settings.cache_redis_url or settings.redis_url
     if kind == "auto":
-        kind = "redis" if settings.redis_url else "disk"
+        kind = "redis" if redis_url else "disk"
     if kind == "redis":
-        if not settings.redis_url:
-            raise ValueError("CACHE_BACKEND=redis needs REDIS_URL")
-        backend = RedisBackend(
-            settings.redis_url, settings.cache_timeout_ms / 1000, GLOBAL_GENERATION
-        )
+        if not redis_url:
+            raise ValueError("CACHE_BACKEND=redis needs CACHE_REDIS_URL or REDIS_URL")
+        backend = RedisBackend(redis_url, settings.cache_timeout_ms / 1000, GLOBAL_GENERATION)
     elif kind == "disk":
         backend = DiskBackend(
             settings.cache_dir, settings.cache_disk_max_bytes, settings.cache_timeout_ms / 1000

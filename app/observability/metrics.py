@@ -3,7 +3,11 @@ daily loader (read from its run records, so figures are right whichever process 
 
 With several server workers set PROMETHEUS_MULTIPROC_DIR (app.server empties it before the
 workers start) so every worker's counts are summed. Set METRICS_TOKEN to require
-`Authorization: Bearer <token>`; otherwise bind or firewall the endpoint to the monitoring network.
+`Authorization: Bearer <token>`. In staging and production `/metrics` is not served at all (404)
+without METRICS_TOKEN; in development and tests it is open.
+
+Labels take only bounded values: the route template (never the raw path) and the method, with
+any method outside HTTP's standard ones counted as `other`, so that no client can add series.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import Unauthorized
+from werkzeug.exceptions import NotFound, Unauthorized
 
 from app.config import Settings
 
@@ -44,6 +48,9 @@ HTTP_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 CACHE_LOOKUPS = Counter("cache_lookups_total", "Response-cache lookups", ["result"])
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +83,7 @@ class LoaderCollector(Collector):
 
 # A metric's child for given label values, kept: `labels()` validates the values and takes the
 # metric's lock on every call, a few per cent of a cached answer's CPU. Children are never
-# removed, so a kept one stays the metric's; the bound only caps what odd methods could add.
+# removed, so a kept one stays the metric's.
 @functools.lru_cache(maxsize=2048)
 def _child(metric: Any, *label_values: str) -> Any:
     return metric.labels(*label_values)
@@ -94,6 +101,10 @@ def count_cache_lookup(result: str) -> None:
     _child(CACHE_LOOKUPS, result.lower()).inc()
 
 
+def _method() -> str:
+    return request.method if request.method in KNOWN_METHODS else "other"
+
+
 def _endpoint() -> str:
     # The route template, not the raw path: ids in paths would explode the label cardinality.
     return request.url_rule.rule if request.url_rule is not None else "<unmatched>"
@@ -108,7 +119,7 @@ def install_metrics(app: APIFlask, settings: Settings) -> None:
     def _count(response: Response) -> Response:
         started = g.get("metrics_started")
         seconds = time.perf_counter() - started if started is not None else None
-        count_request(request.method, _endpoint(), response.status_code, seconds)
+        count_request(_method(), _endpoint(), response.status_code, seconds)
         cache_result = response.headers.get("X-Cache")
         if cache_result:
             count_cache_lookup(cache_result)
@@ -118,6 +129,8 @@ def install_metrics(app: APIFlask, settings: Settings) -> None:
     @app.doc(hide=True)
     def metrics() -> Response:
         token = settings.metrics_token
+        if not token and settings.is_production_like:
+            raise NotFound()
         if token:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ")
             if not hmac.compare_digest(given.encode(), token.encode()):

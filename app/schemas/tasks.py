@@ -7,7 +7,14 @@ from datetime import date, datetime
 from datetime import date as date_type  # a field named `date` shadows the type
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from app.models import AuditAction, TaskPriority, TaskStatus
 from app.models.types import MAX_ID
@@ -15,8 +22,23 @@ from app.repositories.tasks import SORTABLE_COLUMNS
 from app.schemas.common import Output, PageMeta, PageQuery, StrictInput
 from app.services.tasks import DeletedFilter
 
-TaskName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
-Description = Annotated[str, Field(max_length=10_000)]
+# C0 control characters other than tab, newline and carriage return, and DEL: nothing a person
+# types, and each costs six bytes in every JSON answer (`\u0001`).
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _no_control_characters(value: str) -> str:
+    if _CONTROL_CHARACTERS.search(value):
+        raise ValueError("must not contain control characters (other than tab and newline)")
+    return value
+
+
+TaskName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+    AfterValidator(_no_control_characters),
+]
+Description = Annotated[str, Field(max_length=10_000), AfterValidator(_no_control_characters)]
 # Ids past the INTEGER columns' range match no user; bounding them here keeps them out of SQL.
 UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
@@ -144,10 +166,15 @@ class TaskListQuery(PageQuery):
     @field_validator("sort")
     @classmethod
     def _known_sort_fields(cls, value: str) -> str:
+        seen: set[str] = set()
         for term in value.split(","):
             match = _SORT_TERM.match(term.strip())
             if match is None or match.group(1) not in SORTABLE_COLUMNS:
                 raise ValueError(f"unknown sort field {term.strip()!r}; allowed: {SORT_FIELD_LIST}")
+            # A field sorts once: a repeat changes nothing but would be another question to cache.
+            if match.group(1) in seen:
+                raise ValueError(f"sort field {match.group(1)!r} is given more than once")
+            seen.add(match.group(1))
         return value
 
     @model_validator(mode="after")

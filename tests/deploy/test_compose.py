@@ -148,7 +148,34 @@ def test_the_services_of_the_system(services: dict[str, dict[str, Any]]) -> None
     assert any(p.endswith(":5000") or p == "5000" for p in api_ports), api_ports
 
 
-@pytest.mark.parametrize("name", ["postgres", "redis"])
+def redis_options(service: dict[str, Any]) -> dict[str, str]:
+    """A redis-server command's `--name value` options, with compose's variables at defaults."""
+    command = service["command"]
+    argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+    assert argv[0] == "redis-server", argv
+    return {argv[i][2:]: interpolate(argv[i + 1], {}) for i in range(1, len(argv) - 1, 2)}
+
+
+def test_the_cache_has_a_redis_of_its_own_bounded_and_evicting(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Callers choose what is cached: whatever they fill it with, only cached answers can be
+    evicted, never queued jobs or rate-limit counts."""
+    cache, shared = redis_options(services["cache"]), redis_options(services["redis"])
+    assert cache["maxmemory-policy"] == "allkeys-lru"
+    assert re.fullmatch(r"[1-9][0-9]*(mb|gb)", cache["maxmemory"]), cache
+    assert shared["maxmemory-policy"] == "noeviction"
+    for name in ("api", "worker"):
+        env = {
+            k: interpolate(v, DEPLOY_ENV) for k, v in service_environment(services[name]).items()
+        }
+        settings = Settings(_env_file=None, cache_redis_url=env["CACHE_REDIS_URL"])
+        assert make_url(settings.cache_redis_url or "").host == "cache"
+        assert make_url(env["REDIS_URL"]).host == "redis"
+        assert depends_on(services[name]).get("cache") == "service_healthy"
+
+
+@pytest.mark.parametrize("name", ["postgres", "redis", "cache"])
 def test_servers_have_healthchecks(services: dict[str, dict[str, Any]], name: str) -> None:
     healthcheck = services[name].get("healthcheck")
     assert healthcheck and healthcheck.get("test"), f"{name} has no healthcheck"
@@ -384,7 +411,12 @@ def test_the_api_runs_the_server_launcher_which_builds_the_app(
     api_env = {
         k: interpolate(v, DEPLOY_ENV) for k, v in service_environment(services["api"]).items()
     }
-    server_env = {k: v for k, v in api_env.items() if k in NON_SETTINGS_VARIABLES}
+    # The server's variables, and the secrets without which it serves no network address.
+    server_env = {
+        k: v
+        for k, v in api_env.items()
+        if k in NON_SETTINGS_VARIABLES or k in {"APP_ENV", "SECRET_KEY", "JWT_SECRET_KEY"}
+    }
     result = subprocess.run(
         [sys.executable, *api_argv[1:], "--check"],
         cwd=PROJECT_ROOT,

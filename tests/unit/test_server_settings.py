@@ -26,8 +26,11 @@ from app.server import (
 REDIS = "redis://127.0.0.1:6379/0"
 
 
+SECRETS = {"secret_key": "s" * 40, "jwt_secret_key": "j" * 40}
+
+
 def options(redis_url: str | None = None, **environ: str) -> dict[str, Any]:
-    return server_options(environ, Settings(_env_file=None, redis_url=redis_url))
+    return server_options(environ, Settings(_env_file=None, redis_url=redis_url, **SECRETS))
 
 
 def cores() -> int:
@@ -79,6 +82,21 @@ def test_granians_own_variables_come_first() -> None:
     assert config["workers_kill_timeout"] == 60
     assert config["respawn_failed_workers"] is False
     assert config["workers_lifetime"] == 5400
+
+
+def test_development_serves_loopback_only_unless_told_otherwise() -> None:
+    development = Settings(_env_file=None)  # APP_ENV unset: the known development secrets
+    assert server_options({}, development)["address"] == "127.0.0.1"
+    for loopback in ("localhost", "127.0.0.2", "::1"):
+        assert server_options({"HOST": loopback}, development)["address"] == loopback
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1", "::", "api.example.com"])  # noqa: S104
+def test_the_development_secrets_are_never_served_to_the_network(host: str) -> None:
+    with pytest.raises(ValueError, match="development secrets"):
+        server_options({"HOST": host}, Settings(_env_file=None))
+    # Real secrets: told otherwise, it listens where it is told.
+    assert server_options({"HOST": host}, Settings(_env_file=None, **SECRETS))["address"] == host
 
 
 def test_an_empty_variable_counts_as_unset() -> None:
