@@ -108,7 +108,8 @@ def load_daily_command(log_date: datetime | None) -> None:
 @with_appcontext
 def import_csv_command(path: Path, dry_run: bool, actor_name: str | None) -> None:
     """Import tasks from a CSV file (the format of POST /upload-csv), with a progress bar and
-    the same report. Idempotent: rows imported before are skipped."""
+    the same report. Idempotent: rows imported before are skipped. The same per-file caps
+    (CSV_MAX_ROWS_PER_FILE, CSV_MAX_NEW_ACCOUNTS_PER_FILE: set them for one run to raise them)."""
     actor = (
         user_repo.get_user_by_username(actor_name.lower())
         if actor_name
@@ -118,9 +119,12 @@ def import_csv_command(path: Path, dry_run: bool, actor_name: str | None) -> Non
         raise click.ClickException(
             f"no user {actor_name!r}" if actor_name else "no active admin: pass --as USERNAME"
         )
+    # The file is read where it is (no copy to clean up; it is the operator's own). The caps
+    # and the assignee rule are the API's: the upload's time is the command's start.
+    uploaded_at = utcnow()
     with path.open("rb") as stream:
         try:
-            total = csv_import.count_rows(stream)
+            total = csv_import.count_rows_within_cap(stream)
             with click.progressbar(length=total, label=f"importing {path.name}") as bar:
                 done = 0
 
@@ -132,6 +136,7 @@ def import_csv_command(path: Path, dry_run: bool, actor_name: str | None) -> Non
                 report = csv_import.import_tasks(
                     stream,
                     actor,
+                    uploaded_at=uploaded_at,
                     dry_run=dry_run,
                     batch_size=current_app.config["SETTINGS"].csv_batch_rows,
                     on_progress=progress,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, text
+from sqlalchemy import Table, and_, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.cache.invalidation import INVALIDATES, invalidate_on_commit, new_task_generations
@@ -20,14 +21,34 @@ def _dialect() -> Any:
     return postgresql if db.engine.dialect.name == "postgresql" else sqlite
 
 
-def user_ids_by_username(names: Collection[str]) -> dict[str, int]:
-    rows = db.session.execute(select(User.username, User.id).where(User.username.in_(names)))
-    return {row.username: row.id for row in rows}
+@dataclass(frozen=True)
+class ExistingAccount:
+    """What the import's assignee rule needs to know of an account holding an assignee's name."""
+
+    id: int
+    created_at: datetime
+    # Made by an import for an unknown assignee and untouched since: inactive, no password.
+    is_placeholder: bool
 
 
-def create_placeholder_users(names: Collection[str], email_domain: str) -> int:
-    """Inactive accounts with no password for unknown assignees; returns how many were made
-    (a name taken meanwhile, by a concurrent import, is skipped)."""
+def accounts_by_username(names: Collection[str]) -> dict[str, ExistingAccount]:
+    is_placeholder = and_(User.password_hash.is_(None), User.is_active.is_(False))
+    rows = db.session.execute(
+        select(
+            User.username, User.id, User.created_at, is_placeholder.label("is_placeholder")
+        ).where(User.username.in_(names))
+    )
+    return {
+        row.username: ExistingAccount(row.id, row.created_at, bool(row.is_placeholder))
+        for row in rows
+    }
+
+
+def create_placeholder_users(names: Collection[str], email_domain: str) -> dict[str, int]:
+    """Inactive accounts with no password for unknown assignees; returns the id of each one made
+    by name (a name taken meanwhile, by a registration or a concurrent import, is skipped)."""
+    if not names:
+        return {}
     now = utcnow()
     stmt = (
         _dialect()
@@ -47,9 +68,9 @@ def create_placeholder_users(names: Collection[str], email_domain: str) -> int:
             ]
         )
         .on_conflict_do_nothing()
-        .returning(User.id)
+        .returning(User.username, User.id)
     )
-    return len(db.session.execute(stmt).all())
+    return {row.username: row.id for row in db.session.execute(stmt)}
 
 
 TASK_FIELDS = ("task_name", "description", "status", "priority", "assigned_user_id")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from app.models import TaskPriority, TaskStatus
 from app.schemas.common import Output, StrictInput
+from app.schemas.tasks import Description, TaskName
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "y", "active"})
 FALSE_WORDS = frozenset({"false", "0", "no", "n", "inactive"})
@@ -34,8 +35,9 @@ class CsvTaskRow(StrictInput):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    task_name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    description: Annotated[str, Field(max_length=10_000)] | None = None
+    # The API's own rules for a task's text (lengths, no control characters).
+    task_name: TaskName
+    description: Description | None = None
     status: TaskStatus
     priority: TaskPriority
     created_at: date | None = None
@@ -102,7 +104,13 @@ class ImportReportOut(Output):
     rows: int
     created: int
     skipped_duplicates: int
-    failed: int
-    users_created: int = Field(description="Inactive accounts made for unknown assignees")
+    failed: int = Field(
+        description="Rows not imported: invalid, or naming an assignee that cannot be used "
+        "(an account created after the upload, or an unknown one over the new-accounts cap)"
+    )
+    users_created: int = Field(
+        description="Inactive accounts made for unknown assignees (at most "
+        "CSV_MAX_NEW_ACCOUNTS_PER_FILE per file; rows naming further unknown assignees fail)"
+    )
     dry_run: bool
     errors: list[ImportErrorOut] = Field(description="The first 100 row errors")

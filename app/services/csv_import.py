@@ -7,13 +7,34 @@ COPied into a temporary table and inserted with its audit entries by one stateme
 by a batched INSERT ... RETURNING then the audit INSERT (see repositories/csv_import). A dry run
 does the same inside one transaction that is rolled back.
 
+Every import first makes one reading pass (count_rows_within_cap) and refuses the whole file,
+before anything is written, when it stops being readable (UnreadableInput, 400) or has more than
+CSV_MAX_ROWS_PER_FILE data rows (InvalidInput, 422; blank lines are not rows). The pass stops
+at the first row over the cap.
+
 Duplicate key (documented in the README): the task name (trimmed, case-folded), the `created_at`
 day and the assigned username (case-folded). A row whose key was imported before, by any earlier
 import or earlier in the same file, is skipped and counted in `skipped_duplicates`.
 
+Assignees are matched by username, case-insensitively, under one rule: an `assigned_user` name
+matches an existing account only if that account existed when the file was uploaded (its
+`users.created_at` is not later than the upload's time: the request's for a file imported at
+once, the job's `created_at` for a file imported by a background job, the command's start for
+`flask import-csv`). A name held by an account registered after the upload is not matched: its
+rows fail ("assignee account was created after the upload") and create nothing, so whoever
+registers `john_doe` between an upload and its job's run never receives john_doe's tasks.
+Usernames never change, so the account holding a name at the upload is the one matched later.
+One exception: an account created after the upload that is still an import's placeholder
+(inactive, no password: nobody can log in to it, and registering always sets a password) is
+reused as this import would have made it, taking one of the file's new accounts below. That is
+what keeps a job that a dying worker left half done safe to run again: its second run finds the
+placeholders its first run made.
+
 Unknown `assigned_user` names get an account that cannot log in: inactive, no password, and a
 placeholder address `<username>@import.invalid`, until an admin activates it and sets a password
-(and email) through `PATCH /admin/users/<id>`.
+(and email) through `PATCH /admin/users/<id>`. A file makes at most CSV_MAX_NEW_ACCOUNTS_PER_FILE
+of them, for its first unknown names in file order; a row naming another unknown assignee fails
+with a row error (counted in `failed`) and creates nothing. A dry run reports the same.
 """
 
 from __future__ import annotations
@@ -29,9 +50,12 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from app.extensions import db
+from app.models.types import utcnow
 from app.repositories import csv_import as import_repo
+from app.repositories.csv_import import ExistingAccount
 from app.schemas.csv_import import CsvTaskRow
 from app.services.actor import Actor
+from app.services.context import settings
 from app.services.errors import InvalidInput, UnreadableInput
 
 REQUIRED_COLUMNS = ("task_name", "status", "priority")
@@ -39,6 +63,13 @@ OPTIONAL_COLUMNS = ("description", "created_at", "assigned_user")
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 MAX_REPORTED_ERRORS = 100
 PLACEHOLDER_EMAIL_DOMAIN = "import.invalid"
+# Row errors of the assignee rule and the new-accounts cap.
+CREATED_AFTER_UPLOAD = "assignee account was created after the upload"
+OVER_ACCOUNT_CAP = (
+    "this file may create at most {limit} accounts for unknown assignees; create this one "
+    "first or import its rows in another file"
+)
+COULD_NOT_CREATE = "could not create this user"
 
 
 @dataclass
@@ -143,11 +174,31 @@ def check_header(binary: IO[bytes]) -> None:
     binary.seek(0)
 
 
-def count_rows(binary: IO[bytes]) -> int:
-    """Data rows in the file (a quick pass for progress totals); rewinds the stream."""
-    total = sum(1 for _ in read_rows(binary))
-    binary.seek(0)
+def count_rows_within_cap(binary: IO[bytes]) -> int:
+    """The reading pass every import makes before writing anything: the file's data rows, for
+    progress totals. Refuses the whole file: UnreadableInput where it stops being readable, far
+    down included, and InvalidInput past CSV_MAX_ROWS_PER_FILE data rows (counting stops
+    there). Rewinds the stream."""
+    limit = settings().csv_max_rows_per_file
+    total = 0
+    rows = read_rows(binary)
+    try:
+        for _ in rows:
+            total += 1
+            if total > limit:
+                raise _too_many_rows(limit)
+    finally:
+        rows.close()
+        binary.seek(0)
     return total
+
+
+def _too_many_rows(limit: int) -> InvalidInput:
+    return InvalidInput(
+        f"the file has more than {limit} data rows, the limit per file; nothing was imported",
+        errors={"rows": [f"at most {limit} data rows per file"]},
+        location="file",
+    )
 
 
 def validate(number: int, values: dict[str, str], report: ImportReport) -> ValidRow | None:
@@ -180,35 +231,75 @@ def _batches(rows: Iterable[ValidRow], size: int) -> Iterator[list[ValidRow]]:
         yield batch
 
 
-def _resolve_users(
-    batch: list[ValidRow], report: ImportReport, known: dict[str, int]
-) -> dict[str, int]:
-    """Ids of the batch's assignees, creating placeholder accounts for unknown ones; `known`
-    carries the names resolved by earlier batches of the import."""
-    names = {r.row.assigned_user for r in batch if r.row.assigned_user} - known.keys()
-    if not names:
-        return known
-    known.update(import_repo.user_ids_by_username(names))
-    unknown = sorted(names - known.keys())
-    if unknown:
-        report.users_created += import_repo.create_placeholder_users(
-            unknown, PLACEHOLDER_EMAIL_DOMAIN
-        )
-        known.update(import_repo.user_ids_by_username(set(unknown)))
-    return known
+class Assignees:
+    """What each `assigned_user` name of one import stands for: an account id, or the error of
+    the rows naming it. Carried across the import's batches, so that each name is settled once
+    and the file's new accounts are counted against its cap (see the module docstring)."""
+
+    def __init__(self, uploaded_at: datetime, max_new_accounts: int) -> None:
+        self.uploaded_at = uploaded_at
+        self.max_new_accounts = max_new_accounts
+        self.new_accounts = 0  # placeholders made, or reused, for the file's unknown names
+        self.ids: dict[str, int] = {}
+        self.refused: dict[str, str] = {}
+
+    def settle(self, names: Iterable[str], report: ImportReport) -> None:
+        """Settle the names not settled yet; unknown ones get placeholders within the cap, in
+        file order."""
+        pending = [n for n in dict.fromkeys(names) if n not in self.ids and n not in self.refused]
+        if not pending:
+            return
+        found = import_repo.accounts_by_username(pending)
+        unknown = []
+        for name in pending:
+            account = found.get(name)
+            if account is not None and self._existed_at_upload(account):
+                self.ids[name] = account.id
+            elif account is None or account.is_placeholder:
+                unknown.append(name)  # a placeholder made since is reused as if made here
+            else:
+                self.refused[name] = CREATED_AFTER_UPLOAD
+        room = max(self.max_new_accounts - self.new_accounts, 0)
+        within, beyond = unknown[:room], unknown[room:]
+        self.new_accounts += len(within)
+        self.ids.update({name: found[name].id for name in within if name in found})
+        self._make_placeholders([name for name in within if name not in found], report)
+        for name in beyond:
+            self.refused[name] = OVER_ACCOUNT_CAP.format(limit=self.max_new_accounts)
+
+    def _existed_at_upload(self, account: ExistingAccount) -> bool:
+        return account.created_at <= self.uploaded_at
+
+    def _make_placeholders(self, names: list[str], report: ImportReport) -> None:
+        made = import_repo.create_placeholder_users(names, PLACEHOLDER_EMAIL_DOMAIN)
+        report.users_created += len(made)
+        self.ids.update(made)
+        taken = [name for name in names if name not in made]
+        if not taken:
+            return
+        # Taken since the lookup, by a registration or a concurrent import: the same rule.
+        found = import_repo.accounts_by_username(taken)
+        for name in taken:
+            account = found.get(name)
+            if account is None:  # a conflict on another column (an email, while unique)
+                self.refused[name] = COULD_NOT_CREATE
+            elif account.is_placeholder or self._existed_at_upload(account):
+                self.ids[name] = account.id
+            else:
+                self.refused[name] = CREATED_AFTER_UPLOAD
 
 
 def _write_batch(
-    batch: list[ValidRow], actor: Actor, report: ImportReport, known_users: dict[str, int]
+    batch: list[ValidRow], actor: Actor, report: ImportReport, assignees: Assignees
 ) -> None:
-    user_ids = _resolve_users(batch, report, known_users)
+    assignees.settle((r.row.assigned_user for r in batch if r.row.assigned_user), report)
     now = datetime.now(UTC)
     rows = []
     for item in batch:
         r = item.row
-        if r.assigned_user and r.assigned_user not in user_ids:
+        if r.assigned_user and r.assigned_user in assignees.refused:
             report.failed += 1
-            report.add_error(item.number, "assigned_user", "could not create this user")
+            report.add_error(item.number, "assigned_user", assignees.refused[r.assigned_user])
             continue
         created_at = (
             datetime(r.created_at.year, r.created_at.month, r.created_at.day, tzinfo=UTC)
@@ -221,7 +312,7 @@ def _write_batch(
                 "description": r.description,
                 "status": r.status,
                 "priority": r.priority,
-                "assigned_user_id": user_ids[r.assigned_user] if r.assigned_user else None,
+                "assigned_user_id": assignees.ids[r.assigned_user] if r.assigned_user else None,
                 "created_at": created_at,
                 "import_key": item.import_key,
             }
@@ -235,15 +326,19 @@ def import_tasks(
     binary: IO[bytes],
     actor: Actor,
     *,
+    uploaded_at: datetime | None = None,
     dry_run: bool = False,
     batch_size: int = 2000,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Import a CSV file of tasks as `actor`. Returns the report. Raises InvalidInput (422, bad
-    header) before anything is written, and UnreadableInput (400) where the file stops being
-    readable: batches before that point are committed (not in a dry run), so callers make one
-    reading pass first (count_rows) to refuse such a file whole."""
+    """Import a CSV file of tasks as `actor`. Returns the report. `uploaded_at` is the upload's
+    time for the assignee rule (the module docstring); default: now, for a file read as it
+    arrives. Raises InvalidInput (422, bad header) before anything is written, and
+    UnreadableInput (400) where the file stops being readable: batches before that point are
+    committed (not in a dry run), so callers make one reading pass first
+    (count_rows_within_cap) to refuse such a file, or one over the rows cap, whole."""
     report = ImportReport(dry_run=dry_run)
+    assignees = Assignees(uploaded_at or utcnow(), settings().csv_max_new_accounts_per_file)
 
     def valid_rows() -> Iterator[ValidRow]:
         for number, values in read_rows(binary):
@@ -252,10 +347,9 @@ def import_tasks(
             if item is not None:
                 yield item
 
-    known_users: dict[str, int] = {}
     try:
         for batch in _batches(valid_rows(), batch_size):
-            _write_batch(batch, actor, report, known_users)
+            _write_batch(batch, actor, report, assignees)
             if not dry_run:
                 db.session.commit()
             if on_progress is not None:

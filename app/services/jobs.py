@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
 import uuid
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,6 +20,8 @@ from app.repositories import task_logs as log_repo
 from app.services.actor import Actor
 from app.services.context import celery, settings
 from app.services.errors import NotFound, ServiceUnavailable
+
+log = logging.getLogger(__name__)
 
 DAILY_LOG = "daily_log"
 CSV_IMPORT = "csv_import"
@@ -145,19 +149,47 @@ def record_progress(job_id: str, done: int, total: int | None) -> None:
 
 
 def start_csv_import_job(upload: IO[bytes], dry_run: bool, requested_by: Actor) -> Job:
-    """Store the upload where the workers can read it and queue its import."""
+    """Record the job, store the upload where the workers can read it and queue its import. The
+    job's `created_at` is the upload's time for the import's assignee rule. The stored file
+    never outlives the job: the job deletes it whatever its outcome (app/jobs/csv_import.py),
+    and a job that cannot be stored or queued deletes it here."""
     job = create_job(CSV_IMPORT, {"dry_run": dry_run}, requested_by)
-    directory = Path(settings().upload_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{job.id}.csv"
-    with path.open("wb") as out:
-        shutil.copyfileobj(upload, out, length=1024 * 1024)
+    path = _store_upload(upload, job.id)
     try:
         celery().tasks[IMPORT_CSV_JOB].apply_async(
             args=[job.id, str(path), requested_by.id, dry_run]
         )
     except Exception as exc:  # kombu raises several types for an unreachable broker
         path.unlink(missing_ok=True)
+        if celery().conf.task_always_eager:
+            # No broker (CELERY_ALWAYS_EAGER): the job ran here and failed. Its record says why,
+            # and the client follows it as it would a worker's job.
+            return job
         mark_failed(job.id, f"could not queue the job: {exc}")
         raise ServiceUnavailable("the job queue is unavailable; try again later") from exc
     return job
+
+
+def _store_upload(upload: IO[bytes], job_id: str) -> Path:
+    path = Path(settings().upload_dir) / f"{job_id}.csv"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as out:
+            shutil.copyfileobj(upload, out, length=1024 * 1024)
+    except OSError as exc:  # a full disk, or an UPLOAD_DIR that cannot be written
+        with contextlib.suppress(OSError):  # no partial copy is left behind
+            path.unlink(missing_ok=True)
+        log.error("could not store the upload of CSV import job %s: %s", job_id, exc)
+        mark_failed(job_id, f"could not store the upload: {exc.strerror or exc}")
+        raise ServiceUnavailable("the upload could not be stored; try again later") from exc
+    return path
+
+
+def csv_import_upload_time(job_id: str) -> datetime | None:
+    """When a CSV import job still to run was created, which is when its file was uploaded.
+    None for a job finished already (a delivery repeated because its worker died before
+    acknowledging it) or no longer recorded: such a job is not run again."""
+    job = job_repo.get_job(job_id)
+    if job is None or job.state in (JobState.SUCCEEDED, JobState.FAILED):
+        return None
+    return job.created_at

@@ -720,6 +720,27 @@ def test_row_errors_are_reported_and_valid_rows_imported(
     assert count(app, TaskAuditEntry) == 2
 
 
+def test_control_characters_fail_their_row_as_through_the_api(
+    app: APIFlask, client: FlaskClient, staff: Headers
+) -> None:
+    report = imported(
+        client,
+        staff,
+        csv_of(
+            "Bell\x07name,,TRUE,LOW,,",
+            "Fine,escape \x1b[2J,TRUE,LOW,,",
+            "Kept,tab\there,TRUE,LOW,,",
+        ),
+    )
+    assert (report["created"], report["failed"]) == (1, 2)
+    assert [(e["row"], e["column"]) for e in report["errors"]] == [
+        (1, "task_name"),
+        (2, "description"),
+    ]
+    assert all("control characters" in e["message"] for e in report["errors"])
+    assert set(tasks_in_db(app)) == {"Kept"}
+
+
 def test_at_most_100_errors_are_listed_but_every_failure_is_counted(
     app: APIFlask, client: FlaskClient, staff: Headers
 ) -> None:
