@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from apiflask import APIFlask
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import Inspector, inspect
+from sqlalchemy import Inspector, inspect, text
 
 from app import MIGRATIONS_DIR, create_app
 from app.extensions import db
@@ -48,9 +48,11 @@ EXPECTED_FOREIGN_KEYS = {
     ("refresh_tokens", ("user_id",)): ("users", "CASCADE"),
 }
 UNIQUE_COLUMNS: dict[str, tuple[set[str | None], ...]] = {
-    "users": ({"username"}, {"email"}),
+    "users": ({"username"},),
     "refresh_tokens": ({"token_hash"},),
 }
+# Contact information, not identities: unique, they told who has an account (0008).
+NOT_UNIQUE_COLUMNS: dict[str, tuple[set[str | None], ...]] = {"users": ({"email"},)}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -87,6 +89,14 @@ def _leading_index_columns(inspector: Inspector, table: str) -> set[str]:
     return {str(ix["column_names"][0]) for ix in inspector.get_indexes(table) if ix["column_names"]}
 
 
+def _unique_column_sets(inspector: Inspector, table: str) -> list[set[str | None]]:
+    found: list[set[str | None]] = [
+        set(uq["column_names"]) for uq in inspector.get_unique_constraints(table)
+    ]
+    found += [set(ix["column_names"]) for ix in inspector.get_indexes(table) if ix["unique"]]
+    return found
+
+
 def _assert_full_schema(inspector: Inspector) -> None:
     # At least these (later migrations may add more tables).
     assert set(inspector.get_table_names()) >= APP_TABLES | {"alembic_version"}
@@ -102,12 +112,11 @@ def _assert_full_schema(inspector: Inspector) -> None:
         assert set(columns) <= indexed, (table, set(columns) - indexed)
 
     for table, unique_sets in UNIQUE_COLUMNS.items():
-        found: list[set[str | None]] = [
-            set(uq["column_names"]) for uq in inspector.get_unique_constraints(table)
-        ]
-        found += [set(ix["column_names"]) for ix in inspector.get_indexes(table) if ix["unique"]]
         for unique_columns in unique_sets:
-            assert unique_columns in found, (table, unique_columns)
+            assert unique_columns in _unique_column_sets(inspector, table), (table, unique_columns)
+    for table, column_sets in NOT_UNIQUE_COLUMNS.items():
+        for columns in column_sets:
+            assert columns not in _unique_column_sets(inspector, table), (table, columns)
 
     foreign_keys = {
         (table, tuple(fk["constrained_columns"])): (
@@ -173,3 +182,61 @@ def test_models_and_migrations_agree(fresh_app: APIFlask) -> None:
             differences = compare_metadata(context, db.metadata)
 
     assert differences == []
+
+
+# Two accounts, a task of one assigned to the other with its audit entry, and a session: every
+# kind of reference to `users` (RESTRICT, SET NULL, CASCADE).
+ACCOUNTS_WITH_REFERENCES = (
+    "INSERT INTO users (id, username, email, role, is_active, created_at, updated_at) VALUES "
+    "(1, 'ann', 'ann@example.com', 'user', true, '2026-01-01', '2026-01-01'), "
+    "(2, 'ben', 'ben@example.com', 'admin', true, '2026-01-01', '2026-01-01')",
+    "INSERT INTO task_manager (id, task_name, status, priority, assigned_user_id, "
+    "created_by_id, created_at, updated_at) VALUES "
+    "(1, 't', 'active', 'LOW', 1, 2, '2026-01-01', '2026-01-01')",
+    "INSERT INTO task_audit (id, task_id, actor_id, action, changes, created_at) VALUES "
+    "(1, 1, 1, 'created', '{}', '2026-01-01')",
+    "INSERT INTO token_families (id, user_id, created_at) VALUES ('fam', 1, '2026-01-01')",
+)
+REFERENCES = (
+    "SELECT assigned_user_id, created_by_id FROM task_manager",
+    "SELECT actor_id FROM task_audit",
+    "SELECT user_id FROM token_families",
+)
+
+
+def _execute(*statements: str) -> list[list[tuple[object, ...]]]:
+    with db.engine.begin() as connection:
+        results = [connection.execute(text(statement)) for statement in statements]
+        return [[tuple(row) for row in result] if result.returns_rows else [] for result in results]
+
+
+def test_email_uniqueness_goes_without_losing_a_row_or_a_reference(fresh_app: APIFlask) -> None:
+    """On SQLite 0008 rebuilds `users`: with foreign keys on, dropping the old table would have
+    failed on the task's creator (RESTRICT), or nulled its assignee and deleted the session."""
+    with fresh_app.app_context():
+        upgrade(revision="0007")
+        _execute(*ACCOUNTS_WITH_REFERENCES)
+        before = _execute(*REFERENCES)
+
+        upgrade(revision="0008")
+
+        assert _execute(*REFERENCES) == before == [[(1, 2)], [(1,)], [(1,)]]
+        _execute("UPDATE users SET email = 'ann@example.com' WHERE id = 2")
+        if db.engine.dialect.name == "sqlite":  # and the pragma is back on
+            assert _execute("PRAGMA foreign_keys") == [[(1,)]]
+
+
+def test_the_downgrade_refuses_accounts_that_share_an_address(fresh_app: APIFlask) -> None:
+    with fresh_app.app_context():
+        upgrade(revision="0008")
+        _execute(*ACCOUNTS_WITH_REFERENCES)
+        _execute("UPDATE users SET email = 'ann@example.com' WHERE id = 2")
+
+        with pytest.raises(SystemExit):  # Flask-Migrate logs the error and exits
+            downgrade(revision="0007")
+        assert _current_revision() == "0008"
+
+        _execute("UPDATE users SET email = 'ben@example.com' WHERE id = 2")
+        downgrade(revision="0007")
+        assert {"email"} in _unique_column_sets(_inspector(), "users")
+        assert _execute(*REFERENCES) == [[(1, 2)], [(1,)], [(1,)]]

@@ -7,7 +7,18 @@ from typing import Any
 from apiflask import APIBlueprint
 
 from app.api.current_user import current_account, current_principal
-from app.api.rate_limits import auth_limit, client_ip, limiter, submitted_username
+from app.api.rate_limits import (
+    auth_limit,
+    authenticated_user,
+    client_ip,
+    client_ip_and_username,
+    failed_login,
+    limiter,
+    login_per_address_and_username_limit,
+    login_per_username_limit,
+    profile_limit,
+    submitted_username,
+)
 from app.extensions import token_auth
 from app.schemas.users import LoginIn, MeUpdateIn, RefreshIn, RegisterIn, TokenPairOut, UserOut
 from app.services import accounts, sessions
@@ -20,17 +31,27 @@ bp = APIBlueprint("auth", __name__, tag={"name": "Auth", "description": "Account
 @limiter.limit(auth_limit, key_func=submitted_username)
 @bp.input(RegisterIn, arg_name="body")
 @bp.output(UserOut, status_code=201, description="The new account (role `user`)")
-@bp.doc(summary="Create an account", responses=[400, 409, 422])
+@bp.doc(
+    summary="Create an account",
+    description="The username must be free (409); the email need not be: it is only contact "
+    "information, and refusing one that is taken would tell who has an account.",
+    responses=[400, 409, 422, 429],
+)
 def register(body: RegisterIn) -> Any:
     return accounts.register_user(body.username, str(body.email), body.password)
 
 
+# Failed logins are counted per username too, but only failed ones, and one address can use
+# only a share of a username's allowance: see app.api.rate_limits.
 @bp.post("/login")
 @limiter.limit(auth_limit, key_func=client_ip)
-@limiter.limit(auth_limit, key_func=submitted_username)
+@limiter.limit(
+    login_per_address_and_username_limit, key_func=client_ip_and_username, deduct_when=failed_login
+)
+@limiter.limit(login_per_username_limit, key_func=submitted_username, deduct_when=failed_login)
 @bp.input(LoginIn, arg_name="body")
 @bp.output(TokenPairOut, description="An access token and a refresh token")
-@bp.doc(summary="Log in", responses=[400, 401, 403, 422])
+@bp.doc(summary="Log in", responses=[400, 401, 403, 422, 429])
 def login(body: LoginIn) -> Any:
     return sessions.login(body.username, body.password)
 
@@ -67,14 +88,17 @@ def me() -> Any:
     return current_account()
 
 
+# Limited per user under the authentication: each wrong current password costs an argon2 check.
 @bp.patch("/me")
 @bp.auth_required(token_auth)
+@limiter.limit(profile_limit, key_func=authenticated_user)
 @bp.input(MeUpdateIn, arg_name="body")
 @bp.output(UserOut)
 @bp.doc(
     summary="Change email or password",
-    description="A password change needs `current_password` and signs out all other sessions.",
-    responses=[400, 401, 409, 422],
+    description="A password change needs `current_password` and signs out all other sessions. "
+    "Any email is accepted, one that another account has too.",
+    responses=[400, 401, 422, 429],
 )
 def update_me(body: MeUpdateIn) -> Any:
     change = accounts.ProfileChange(

@@ -18,7 +18,10 @@ class User(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     # Stored lower-case (normalised on the way in) so uniqueness is case-insensitive.
     username: Mapped[str] = mapped_column(String(64), unique=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    # Contact information, not an identity (logins are by username): not unique, so no answer
+    # can tell whether another account has an address (migration 0008). No query looks an
+    # account up by it, so it has no index either.
+    email: Mapped[str] = mapped_column(String(320))
     # NULL for accounts that cannot log in until an admin sets a password (e.g. CSV-created ones).
     password_hash: Mapped[str | None] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(

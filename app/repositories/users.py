@@ -26,24 +26,8 @@ def get_user_by_username(username: str) -> User | None:
     return db.session.scalar(select(User).where(User.username == username))
 
 
-def username_or_email_taken(username: str, email: str) -> list[str]:
-    """Which of the two identifiers already belong to an account."""
-    rows = db.session.execute(
-        select(User.username, User.email).where((User.username == username) | (User.email == email))
-    ).all()
-    taken = []
-    if any(row.username == username for row in rows):
-        taken.append("username")
-    if any(row.email == email for row in rows):
-        taken.append("email")
-    return taken
-
-
-def email_taken_by_other(email: str, user_id: int) -> bool:
-    return (
-        db.session.scalar(select(User.id).where(User.email == email, User.id != user_id))
-        is not None
-    )
+def username_taken(username: str) -> bool:
+    return db.session.scalar(select(User.id).where(User.username == username)) is not None
 
 
 def add_user(user: User) -> User:

@@ -14,27 +14,30 @@ from app.repositories import users as user_repo
 from app.services.context import passwords
 from app.services.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 
+USERNAME_TAKEN = "username already taken"
 
-def _commit_or_conflict(new: User | None = None) -> None:
+
+def _username_conflict() -> Conflict:
+    return Conflict(USERNAME_TAKEN, errors={"username": ["already taken"]})
+
+
+def _add_or_conflict(new: User) -> None:
     """Add `new` and commit; a unique-constraint race (two registrations of one name) becomes a
     409, whether the INSERT fails at the flush or at the commit."""
     try:
-        if new is not None:
-            user_repo.add_user(new)
+        user_repo.add_user(new)
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
-        raise Conflict("username or email is already taken") from exc
+        raise _username_conflict() from exc
 
 
 def _create_account(username: str, email: str, password: str, role: Role) -> User:
-    """A new active account. Usernames and emails are unique, case-insensitively."""
-    taken = user_repo.username_or_email_taken(username, email)
-    if taken:
-        raise Conflict(
-            f"{' and '.join(taken)} already taken",
-            errors={field: ["already taken"] for field in taken},
-        )
+    """A new active account. Usernames are unique, case-insensitively: they are what one logs in
+    with. Emails are not: an address is contact information, and refusing a taken one would tell
+    anyone who tries it that the address has an account here."""
+    if user_repo.username_taken(username):
+        raise _username_conflict()
     user = User(
         username=username,
         email=email,
@@ -42,7 +45,7 @@ def _create_account(username: str, email: str, password: str, role: Role) -> Use
         role=role,
         is_active=True,
     )
-    _commit_or_conflict(user)
+    _add_or_conflict(user)
     return user
 
 
@@ -65,10 +68,9 @@ class ProfileChange:
 
 def update_profile(user: User, change: ProfileChange, current_family_id: str) -> User:
     """Change one's email and/or password. A password change needs the current password and
-    signs out every other session of the account."""
-    if change.email is not None and change.email != user.email:
-        if user_repo.email_taken_by_other(change.email, user.id):
-            raise Conflict("email already taken", errors={"email": ["already taken"]})
+    signs out every other session of the account. Any address is accepted, one that another
+    account has too (see `_create_account`)."""
+    if change.email is not None:
         user.email = change.email
     if change.new_password is not None:
         if change.current_password is None:
@@ -82,7 +84,7 @@ def update_profile(user: User, change: ProfileChange, current_family_id: str) ->
         token_repo.revoke_user_families(
             user.id, utcnow(), "password_changed", keep=current_family_id
         )
-    _commit_or_conflict()
+    db.session.commit()
     return user
 
 
@@ -107,9 +109,7 @@ def admin_update_user(user_id: int, change: AdminUserChange) -> User:
     )
     if loses_admin and user_repo.count_active_admins_for_update() <= 1:
         raise Conflict("cannot demote or deactivate the last active admin")
-    if change.email is not None and change.email != user.email:
-        if user_repo.email_taken_by_other(change.email, user.id):
-            raise Conflict("email already taken", errors={"email": ["already taken"]})
+    if change.email is not None:
         user.email = change.email
     if change.role is not None:
         user.role = change.role
@@ -120,5 +120,5 @@ def admin_update_user(user_id: int, change: AdminUserChange) -> User:
     if change.password is not None:
         user.password_hash = passwords().hash(change.password)
         token_repo.revoke_user_families(user.id, utcnow(), "password_reset")
-    _commit_or_conflict()
+    db.session.commit()
     return user

@@ -353,6 +353,24 @@ def test_an_admin_may_demote_themselves_when_another_admin_remains(
     assert client.get("/admin/dashboard", headers=headers).status_code == 403
 
 
+def test_an_admin_may_give_a_user_an_address_another_account_has(
+    client: FlaskClient, admin: Account, alice: Account, bob: Account, login: Login
+) -> None:
+    """Addresses are contact information, not unique: e.g. the real address of an account
+    created by a CSV import, which its owner may also have registered with."""
+    headers = login(admin)
+
+    response = client.patch(
+        f"/admin/users/{alice.id}", json={"email": "Bob@Example.com"}, headers=headers
+    )
+
+    assert response.status_code == 200, response.json
+    assert response.json["email"] == "bob@example.com"
+    listed = client.get("/admin/users", headers=headers).json["items"]
+    emails = {u["username"]: u["email"] for u in listed}
+    assert (emails["alice"], emails["bob"]) == ("bob@example.com", "bob@example.com")
+
+
 def test_setting_a_password_lets_the_user_log_in_with_it(
     app: APIFlask, client: FlaskClient, admin: Account, login: Login
 ) -> None:

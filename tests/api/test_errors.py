@@ -157,7 +157,8 @@ def test_conflict_is_409_with_per_field_errors(client: FlaskClient, alice: Accou
 
     body = assert_error_shape(response, 409)
     assert body["message"] == "Conflict"
-    assert set(body["errors"]["json"]) == {"username", "email"}
+    # Only the username: whether an email address has an account is never told (#23).
+    assert set(body["errors"]["json"]) == {"username"}
 
 
 # --- 413 / 415 ------------------------------------------------------------------------------

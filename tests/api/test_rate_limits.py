@@ -1,6 +1,8 @@
 """Rate limits on POST /login and /register: per client address and per username, 429 with
-Retry-After and the JSON error shape; nothing else limited by default; counts shared by every
-app (worker) through Redis, and kept apart without it.
+Retry-After and the JSON error shape; an empty RATELIMIT_DEFAULT leaves the other endpoints
+unlimited; counts shared by every app (worker) through Redis, and kept apart without it.
+(Failed logins per username, PATCH /me and the per-caller limit: tests/security/
+test_account_limits.py.)
 
 Apps here are built with limits on (the `app` fixture has them off) on the `app` fixture's
 database. Client addresses are fake WSGI `REMOTE_ADDR` values of the in-process test client.
@@ -23,6 +25,7 @@ from tests.conftest import test_settings as settings_for
 from tests.reliability.helpers import running_redis, side_app
 
 LIMIT = 3
+HOUR = 3600
 WRONG_PASSWORD = "not the password"
 MakeApp = Callable[..., APIFlask]
 
@@ -62,7 +65,7 @@ def register_from(client: FlaskClient, address: str, username: str) -> TestRespo
     )
 
 
-def assert_limited(response: TestResponse) -> None:
+def assert_limited(response: TestResponse, window_seconds: int = 60) -> None:
     assert response.status_code == 429, response.json
     assert response.json is not None
     assert set(response.json) == {"code", "message", "description"}
@@ -70,7 +73,7 @@ def assert_limited(response: TestResponse) -> None:
     assert response.json["message"] == "Too Many Requests"
     assert isinstance(response.json["description"], str) and response.json["description"]
     retry_after = int(response.headers["Retry-After"])
-    assert 0 < retry_after <= 60
+    assert 0 < retry_after <= window_seconds
     assert response.headers["Content-Type"] == "application/json"
 
 
@@ -99,13 +102,13 @@ def test_login_is_limited_per_username_across_addresses(
     make_app: MakeApp, alice: Account, bob: Account
 ) -> None:
     """Guessing one account's password from many addresses is limited too."""
-    client = make_app().test_client()
+    client = make_app(ratelimit_login_per_username=f"{LIMIT}/hour").test_client()
     for n in range(LIMIT):
         assert login_from(client, f"10.0.2.{n + 1}", alice.username).status_code == 401
 
     # A fresh address, the same account (any spelling of its name): limited.
-    assert_limited(login_from(client, "10.0.2.99", alice.username, TEST_PASSWORD))
-    assert_limited(login_from(client, "10.0.2.98", f"  {alice.username.upper()} "))
+    assert_limited(login_from(client, "10.0.2.99", alice.username, TEST_PASSWORD), HOUR)
+    assert_limited(login_from(client, "10.0.2.98", f"  {alice.username.upper()} "), HOUR)
     # Another account from a fresh address is not.
     assert login_from(client, "10.0.2.97", bob.username, TEST_PASSWORD).status_code == 200
 
@@ -123,12 +126,13 @@ def test_the_default_auth_limit_is_ten_a_minute(make_app: MakeApp) -> None:
     assert statuses == [401] * 10 + [429]
 
 
-def test_other_endpoints_are_not_limited_by_default(
+def test_an_empty_default_limit_leaves_other_endpoints_unlimited(
     make_app: MakeApp, alice: Account, bob: Account
 ) -> None:
-    client = make_app().test_client()
+    client = make_app(ratelimit_default="").test_client()
     token = login_from(client, "10.0.5.1", alice.username, TEST_PASSWORD).json
     headers = {"Authorization": f"Bearer {token['access_token']}"}
+    assert "X-RateLimit-Limit" not in client.get("/tasks", headers=headers).headers
     for _ in range(3 * LIMIT):
         assert client.get("/health", environ_base={"REMOTE_ADDR": "10.0.5.1"}).status_code == 200
         assert client.get("/ready", environ_base={"REMOTE_ADDR": "10.0.5.1"}).status_code == 200
@@ -173,8 +177,9 @@ def test_apps_without_redis_count_apart(make_app: MakeApp) -> None:
 def test_limits_are_shared_through_redis_by_every_app(make_app: MakeApp, tmp_path: Path) -> None:
     """Two apps (two workers) on one Redis: the attempts made through either count for both."""
     with running_redis(tmp_path) as redis_server:
-        first = make_app(redis_url=redis_server.url).test_client()
-        second = make_app(redis_url=redis_server.url).test_client()
+        shared = {"redis_url": redis_server.url, "ratelimit_login_per_username": f"{LIMIT}/hour"}
+        first = make_app(**shared).test_client()
+        second = make_app(**shared).test_client()
 
         assert login_from(first, "10.0.8.1", "user1").status_code == 401
         assert login_from(second, "10.0.8.1", "user2").status_code == 401
@@ -182,10 +187,10 @@ def test_limits_are_shared_through_redis_by_every_app(make_app: MakeApp, tmp_pat
         assert_limited(login_from(second, "10.0.8.1", "user4"))
         assert_limited(login_from(first, "10.0.8.1", "user5"))
 
-        # Per username too, across apps and addresses.
+        # Failed logins per username too, across apps and addresses (counted after the answer).
         for n, client in enumerate((first, second, first)):
             assert login_from(client, f"10.0.9.{n}", "shared-name").status_code == 401
-        assert_limited(login_from(second, "10.0.9.99", "shared-name"))
+        assert_limited(login_from(second, "10.0.9.99", "shared-name"), HOUR)
 
         # The counts are in Redis.
         keys = [
