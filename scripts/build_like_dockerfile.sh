@@ -12,8 +12,9 @@
 #   2. `flask --app app db upgrade` on a SQLite file;
 #   3. CMD (default: the Dockerfile's CMD, granian through app/server.py) on HOST=127.0.0.1 and
 #      PORT=<free port>, with two workers (WEB_CONCURRENCY=2) and random 40-character secrets;
-#      /health and /ready must answer 200, /metrics must count the requests (summed over the
-#      workers), the access line (the app's) must be JSON with the request id;
+#      /health and /ready must answer 200, /metrics must answer 401 without METRICS_TOKEN and,
+#      with it, count the requests (summed over the workers), the access line (the app's) must
+#      be JSON with the request id;
 #   4. SIGTERM: the server must stop cleanly (exit 0), and every line it wrote must be JSON.
 # Every check prints a `RESULT <name> ...` line; the script exits non-zero on the first failure.
 #
@@ -77,6 +78,7 @@ find "$SRV" -name __pycache__ -prune -exec rm -rf {} +  # .dockerignore: **/__py
 
 SECRET_KEY="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(30))')"
 JWT_SECRET_KEY="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(30))')"
+METRICS_TOKEN="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(30))')"
 PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 BASE_URL="http://127.0.0.1:$PORT"
 # The image's ENV, the secrets and database an operator would provide, and nothing else.
@@ -93,6 +95,7 @@ RUNTIME_ENV=(
   DATABASE_URL="sqlite:///$WORK/app.db"
   CELERY_BROKER_URL="sqla+sqlite:///$WORK/broker.sqlite"
   JWT_SECRET_KEY="$JWT_SECRET_KEY"
+  METRICS_TOKEN="$METRICS_TOKEN"
 )
 in_image() { (cd "$SRV" && env -i "${RUNTIME_ENV[@]}" "$@"); }
 
@@ -119,11 +122,11 @@ setsid env -i "${RUNTIME_ENV[@]}" SECRET_KEY="$SECRET_KEY" HOST=127.0.0.1 PORT="
 SERVER_PID=$!
 cd "$ROOT"
 
-# fetch PATH: prints the status code; the body goes to $WORK/body, the headers to $WORK/headers.
-# The request id is `build-<path without slashes>` (`/health` -> `build-health`).
+# fetch PATH [CURL ARGS]: prints the status code; the body goes to $WORK/body, the headers to
+# $WORK/headers. The request id is `build-<path without slashes>` (`/health` -> `build-health`).
 fetch() {
   curl -sS -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' --max-time 5 \
-    -H "X-Request-ID: build-${1//\//}" "$BASE_URL$1" 2>/dev/null || echo 000
+    -H "X-Request-ID: build-${1//\//}" "${@:2}" "$BASE_URL$1" 2>/dev/null || echo 000
 }
 
 status=000
@@ -146,7 +149,10 @@ for _ in $(seq 1 "$READY_REQUESTS"); do
 done
 result "ready $status $(cat "$WORK/body")"
 
+# Production serves the metrics to the holder of METRICS_TOKEN only.
 status="$(fetch /metrics)"
+[[ "$status" == 401 ]] || fail "metrics without the token: $status"
+status="$(fetch /metrics -H "Authorization: Bearer $METRICS_TOKEN")"
 [[ "$status" == 200 ]] || fail "metrics $status"
 ready_count="$(in_image python - "$WORK/body" <<'EOF'
 import sys

@@ -1,5 +1,14 @@
 """Key-value stores behind the cache: Redis; a SQLite file shared by the embedded default's
-processes (diskcache); and an in-process one for tests."""
+processes (diskcache); and an in-process one for tests.
+
+Generation counters (app.cache.store) start at random values, in every store: a counter that is
+missing (never used yet, evicted under an `allkeys-*` policy, lost in a restart or a FLUSHDB) is
+created at a random 62-bit value when it is first read or bumped, never at 0. Were it to start at
+0, an evicted counter would come back to a value it had before, and an answer cached or a session
+remembered (app.auth.session_memory) under that value would be trusted again although a bump had
+moved the counter past it. A random start meets an old value with odds of 2**-62. 62 bits, not
+63: an INCR can never overflow Redis's signed 64-bit integers.
+"""
 
 from __future__ import annotations
 
@@ -27,21 +36,33 @@ def versioned(prefix: str, versions: Sequence[bytes]) -> str:
     return f"{prefix}:v{b'.'.join(versions).decode()}"
 
 
+def counter_seed() -> int:
+    """Where a missing counter starts: random, with room left for 2**62 increments."""
+    return unique_bits(62)
+
+
 class CacheBackend(Protocol):
     name: str
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
 
+    def counters(self, keys: Sequence[str]) -> list[bytes]:
+        """The values of the counters `keys`, each missing one created first at a random
+        value (`counter_seed`)."""
+        ...
+
     def lookup(
         self, counters: Sequence[str], prefix: str, versioned_by: int
     ) -> tuple[list[bytes], bytes | None]:
-        """In one read: the values of `counters` (b"0" for one never bumped), and the entry
+        """In one read: the values of `counters` (as `counters` reads them), and the entry
         stored under `versioned(prefix, <the first versioned_by of those values>)`."""
         ...
 
     def set(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
 
-    def incr_many(self, keys: Sequence[str]) -> None: ...
+    def incr_many(self, keys: Sequence[str]) -> None:
+        """Add 1 to each counter of `keys`, a missing one created first at a random value."""
+        ...
 
     def claim(self, key: str, ttl_seconds: float) -> bool:
         """Take `key` unless someone holds it (until `ttl_seconds` have passed): True if taken.
@@ -61,48 +82,69 @@ class _TwoStepLookup:
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         raise NotImplementedError
 
+    def counters(self, keys: Sequence[str]) -> list[bytes]:
+        raise NotImplementedError
+
     def lookup(
         self, counters: Sequence[str], prefix: str, versioned_by: int
     ) -> tuple[list[bytes], bytes | None]:
-        values = [v or b"0" for v in self.get_many(counters)]
+        values = self.counters(counters)
         return values, self.get_many([versioned(prefix, values[:versioned_by])])[0]
 
 
+# The Redis scripts. Each reads or bumps the counters named in KEYS, and creates a missing one
+# at the random value given for it in ARGV (Lua's math.random is seeded alike in every script
+# run, so the caller draws the values). SET NX then GET: a key named twice is created once.
+_READ_COUNTERS = """
+local function read_counters(seeds_from)
+  local values = redis.call('MGET', unpack(KEYS))
+  for i = 1, #KEYS do
+    if not values[i] then
+      redis.call('SET', KEYS[i], ARGV[seeds_from + i], 'NX')
+      values[i] = redis.call('GET', KEYS[i])
+    end
+  end
+  return values
+end
+"""
+
+_COUNTERS_SCRIPT = _READ_COUNTERS + "return read_counters(0)"
+
 # The Redis `lookup`: counters and entry in one round trip, read atomically. Mirrors `versioned`.
-# KEYS[1] is the seeded counter (see RedisBackend): found missing, it is seeded with ARGV[3].
-_LOOKUP_SCRIPT = """
-local values = redis.call('MGET', unpack(KEYS))
-if not values[1] then
-  redis.call('SET', KEYS[1], ARGV[3], 'NX')
-  values[1] = redis.call('GET', KEYS[1])
-end
+# ARGV: the entry's prefix, how many counters version it, then a seed per counter.
+_LOOKUP_SCRIPT = (
+    _READ_COUNTERS
+    + """
+local values = read_counters(2)
 local versions = {}
-for i = 1, #KEYS do
-  if not values[i] then values[i] = '0' end
-  if i <= tonumber(ARGV[2]) then versions[i] = values[i] end
-end
+for i = 1, tonumber(ARGV[2]) do versions[i] = values[i] end
 values[#KEYS + 1] = redis.call('GET', ARGV[1] .. ':v' .. table.concat(versions, '.'))
 return values
 """
+)
+
+_BUMP_SCRIPT = """
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i], 'NX')
+  redis.call('INCR', KEYS[i])
+end
+"""
 
 
-def _seed() -> int:
-    """A random starting value for a seeded counter (room left for 2**62 increments)."""
-    return unique_bits(62)
+def _seeds(keys: Sequence[str]) -> list[int]:
+    return [counter_seed() for _ in keys]
 
 
 class RedisBackend:
     """Redis with short timeouts: a slow or dead Redis costs a request at most the timeout.
 
-    Redis may lose its data (a restart without persistence, FLUSHDB), and counters would then
-    start again from 0 and reach values they had before: an entry remembered outside Redis under
-    an old value (app.auth.session_memory) could match again. So `seeded_counter` (the global
-    generation, read and bumped with every other) is never created at 0 but at a random value,
-    which the lost data's values will not meet again."""
+    Redis may evict a counter (the cache's Redis runs with maxmemory and `allkeys-lru`) or lose
+    its data (a restart without persistence, FLUSHDB): every counter is read and bumped through
+    a script that creates a missing one at a random value (see the module's docstring)."""
 
     name = "redis"
 
-    def __init__(self, url: str, timeout_seconds: float, seeded_counter: str) -> None:
+    def __init__(self, url: str, timeout_seconds: float) -> None:
         self._shared = redis.Redis.from_url(
             url,
             socket_timeout=timeout_seconds,
@@ -110,9 +152,10 @@ class RedisBackend:
             retry_on_timeout=False,
         )
         self._per_thread = threading.local()
-        self._seeded = seeded_counter
         # EVALSHA, loading the script again if the server lost it (restart, SCRIPT FLUSH).
         self._lookup = self._shared.register_script(_LOOKUP_SCRIPT)
+        self._read_counters = self._shared.register_script(_COUNTERS_SCRIPT)
+        self._bump = self._shared.register_script(_BUMP_SCRIPT)
 
     @property
     def _client(self) -> redis.Redis:
@@ -131,12 +174,9 @@ class RedisBackend:
     def lookup(
         self, counters: Sequence[str], prefix: str, versioned_by: int
     ) -> tuple[list[bytes], bytes | None]:
-        if not counters or counters[0] != self._seeded:
-            raise ValueError(f"lookup reads {self._seeded} first")
+        args: list[str | int] = [prefix, versioned_by, *_seeds(counters)]
         try:
-            reply = self._lookup(
-                keys=list(counters), args=[prefix, versioned_by, _seed()], client=self._client
-            )
+            reply = self._lookup(keys=list(counters), args=args, client=self._client)
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
         # A missing entry (GET's nil) ends the reply's array early.
@@ -144,13 +184,16 @@ class RedisBackend:
         entry = reply[len(counters)] if len(reply) > len(counters) else None
         return values, entry
 
+    def counters(self, keys: Sequence[str]) -> list[bytes]:
+        try:
+            values = self._read_counters(keys=list(keys), args=_seeds(keys), client=self._client)
+        except redis.RedisError as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        return list(values)
+
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         try:
-            values: list[bytes | None] = list(self._client.mget(list(keys)))  # type: ignore[arg-type]
-            if self._seeded in keys and values[keys.index(self._seeded)] is None:
-                self._client.set(self._seeded, _seed(), nx=True)  # only after a loss of data
-                values = list(self._client.mget(list(keys)))  # type: ignore[arg-type]
-            return values
+            return list(self._client.mget(list(keys)))  # type: ignore[arg-type]
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
 
@@ -162,12 +205,7 @@ class RedisBackend:
 
     def incr_many(self, keys: Sequence[str]) -> None:
         try:
-            pipe = self._client.pipeline(transaction=False)
-            if self._seeded in keys:
-                pipe.set(self._seeded, _seed(), nx=True)
-            for key in keys:
-                pipe.incr(key)
-            pipe.execute()
+            self._bump(keys=list(keys), args=_seeds(keys), client=self._client)
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
 
@@ -208,6 +246,14 @@ class MemoryBackend(_TwoStepLookup):
                 for k in keys
             ]
 
+    def _counter(self, key: str) -> int:
+        """The counter's value, created at a random one if missing (call with the lock held)."""
+        return self._counters.setdefault(key, counter_seed())
+
+    def counters(self, keys: Sequence[str]) -> list[bytes]:
+        with self._lock:
+            return [str(self._counter(key)).encode() for key in keys]
+
     def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         with self._lock:
             self._entries[key] = value
@@ -215,7 +261,7 @@ class MemoryBackend(_TwoStepLookup):
     def incr_many(self, keys: Sequence[str]) -> None:
         with self._lock:
             for key in keys:
-                self._counters[key] = self._counters.get(key, 0) + 1
+                self._counters[key] = self._counter(key) + 1
 
     def claim(self, key: str, ttl_seconds: float) -> bool:
         now = time.monotonic()
@@ -237,8 +283,8 @@ class DiskBackend(_TwoStepLookup):
     """A SQLite-file store shared by every process on the host (diskcache): the embedded
     default's web server, Celery worker and CLI see each other's invalidations.
 
-    Counters live in a store of their own that never evicts: an evicted counter would restart
-    at 0 and could make an old entry reachable again."""
+    Counters live in a store of their own that never evicts, and start at random values all the
+    same (see the module's docstring): one lost with its file does not start again from 0."""
 
     name = "disk"
 
@@ -264,6 +310,21 @@ class DiskBackend(_TwoStepLookup):
         # Counters are stored as integers (incr); callers get bytes like Redis gives.
         return [str(v).encode() if isinstance(v, int) else v for v in values]
 
+    def _counter(self, key: str) -> int:
+        value = self._counters.get(key)
+        if value is None:
+            # `add` stores only if the key is still missing (atomic across processes): of two
+            # processes creating the counter at once, both read the first one's value.
+            self._counters.add(key, counter_seed())
+            value = self._counters.get(key)
+        return int(value)
+
+    def counters(self, keys: Sequence[str]) -> list[bytes]:
+        try:
+            return [str(self._counter(key)).encode() for key in keys]
+        except diskcache.Timeout as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
     def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         try:
             self._entries.set(key, value, expire=ttl_seconds)
@@ -273,7 +334,7 @@ class DiskBackend(_TwoStepLookup):
     def incr_many(self, keys: Sequence[str]) -> None:
         try:
             for key in keys:
-                self._counters.incr(key, default=0)
+                self._counters.incr(key, default=counter_seed())
         except diskcache.Timeout as exc:
             raise CacheUnavailable(str(exc)) from exc
 

@@ -2,7 +2,11 @@
 
 One mechanism for every write: the session. Whatever a transaction writes adds the generations
 it could change to the session's pending set, and after its commit they are bumped (after a
-rollback, forgotten). Nothing else bumps a generation, so no write path has to remember to:
+rollback, forgotten). Nothing else bumps a generation, so no write path has to remember to.
+The bump is made once the transaction has ended and given its connection back, still within
+`commit()`: the write goes on only once its bumps have landed, and when the store fails it
+retries them for up to a second or two (app.cache.store) without holding a database connection
+meanwhile.
 
 - ORM objects: after a flush, the changed tasks' generations (their owners before and after).
 - Core statements (the loader's INSERT ... SELECT, a CSV import's batches, bulk UPDATEs) add
@@ -24,7 +28,7 @@ from typing import Any
 
 from flask import current_app, has_app_context
 from sqlalchemy import event, inspect
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 
 from app.cache.store import (
     DELETIONS_GENERATION,
@@ -41,6 +45,7 @@ from app.repositories.tasks import TaskScope
 
 STAFF_SCOPE = "staff"  # admins and moderators see every task
 PENDING_KEY = "pending_cache_generations"
+COMMITTED_KEY = "committed_cache_generations"  # committed, to be bumped as the transaction ends
 SESSIONS_OF_USER = "sessions_of_user"  # execution option: the user a bulk statement is about
 INVALIDATES = "invalidates"  # execution option: the generations a Core statement could change
 # What a remembered session holds: a change to these ends or alters the user's sessions.
@@ -168,10 +173,21 @@ def _collect_statement(state: ORMExecuteState) -> None:
 
 
 @event.listens_for(Session, "after_commit")
-def _bump_after_commit(session: Session) -> None:
+def _keep_after_commit(session: Session) -> None:
     pending = session.info.pop(PENDING_KEY, None)
     if pending:
-        _bump(pending)
+        session.info.setdefault(COMMITTED_KEY, set()).update(pending)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _bump_after_commit(session: Session, transaction: SessionTransaction) -> None:
+    # The outermost transaction only: what a savepoint committed is bumped with the rest (and
+    # bumped all the same if the outer transaction rolls back: a needless bump is harmless).
+    if transaction.parent is not None:
+        return
+    committed = session.info.pop(COMMITTED_KEY, None)
+    if committed:
+        _bump(committed)
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -7,7 +7,7 @@ from flask import Flask
 from app.auth.session_memory import SessionMemory
 from app.cache import invalidation  # noqa: F401  (installs the session hooks)
 from app.cache.backends import CacheBackend, DiskBackend, MemoryBackend, RedisBackend
-from app.cache.store import GLOBAL_GENERATION, ResponseCache
+from app.cache.store import ResponseCache
 from app.config import Settings
 
 
@@ -22,7 +22,7 @@ def init_cache(app: Flask, settings: Settings) -> ResponseCache | None:
     if kind == "redis":
         if not redis_url:
             raise ValueError("CACHE_BACKEND=redis needs CACHE_REDIS_URL or REDIS_URL")
-        backend = RedisBackend(redis_url, settings.cache_timeout_ms / 1000, GLOBAL_GENERATION)
+        backend = RedisBackend(redis_url, settings.cache_timeout_ms / 1000)
     elif kind == "disk":
         backend = DiskBackend(
             settings.cache_dir, settings.cache_disk_max_bytes, settings.cache_timeout_ms / 1000

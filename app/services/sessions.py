@@ -159,9 +159,9 @@ def confirm_session(
     AuthenticationFailed.
 
     The answer comes from the database, or from this process's memory of it while the counters
-    guarding it are unchanged (app.auth.session_memory): a hot read then needs no query.
-    `counters` are the values of the global counter and `session_counters`, if the caller
-    has read them already (along with other things, in one round trip)."""
+    guarding it are unchanged and the memory recent (app.auth.session_memory): a hot read then
+    needs no query. `counters` are the values of the global counter and `session_counters`, if
+    the caller has read them already (along with other things, in one round trip)."""
     cache = response_cache()
     memory = session_memory()
     if memory is not None and cache is not None and counters is None:
@@ -171,11 +171,15 @@ def confirm_session(
         role = memory.recall(claims.user_id, claims.family_id, counters)
         if role is not None:
             return Principal(id=claims.user_id, role=role, family_id=claims.family_id)
+    # Taken before the database is asked (its answer is as of this moment or later: each
+    # statement reads what was committed when it starts): a revocation committed just after
+    # must find the memory's trust run out `TRUST_SECONDS` after this moment at the latest.
+    asked_at = time.monotonic()
     user = token_repo.get_user_with_live_family(claims.user_id, claims.family_id)
     if user is None:
         raise AuthenticationFailed("token revoked")
     if not user.is_active:
         raise AuthenticationFailed("account is disabled")
     if memory is not None and counters is not None:
-        memory.remember(user.id, claims.family_id, counters, user.role)
+        memory.remember(user.id, claims.family_id, counters, user.role, asked_at)
     return Principal(id=user.id, role=user.role, family_id=claims.family_id)

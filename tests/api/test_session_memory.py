@@ -3,7 +3,9 @@ no auth query, and yet every change to a session takes effect at once in every p
 
 Two apps on one database and one real Redis (a throwaway redis-server) stand for two server
 workers: `first` makes the change, `second` had remembered the session and must not honour it
-a moment later.
+a moment later. A remembered session is trusted for `TRUST_SECONDS` at most, whatever the
+counters say (what a revocation whose bump fails relies on: tests/reliability/
+test_revocation_bumps.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, update
 from werkzeug.test import TestResponse
 
+from app.auth.session_memory import TRUST_SECONDS
 from app.cache.store import GLOBAL_GENERATION
 from app.extensions import db
 from app.models import Role, User
@@ -115,6 +118,28 @@ def test_a_remembered_session_is_confirmed_without_a_query(
     assert (miss.status_code, miss.headers["X-Cache"]) == (200, "MISS")
     assert log.touching("token_families") == [] and log.touching("users") == []
     assert log.touching("task_manager"), "the miss did query its page"
+
+
+def test_a_remembered_session_is_asked_again_once_its_trust_has_run_out(
+    workers: tuple[APIFlask, APIFlask],
+    alice: Account,
+    statements: Callable[[APIFlask], StatementLog],
+) -> None:
+    first, _ = workers
+    client = first.test_client()
+    headers = bearer(log_in(client, alice))
+    assert get_tasks(client, headers).status_code == 200  # verified, and remembered
+
+    log = statements(first)
+    assert get_tasks(client, headers).headers["X-Cache"] == "HIT"
+    assert log.touching("token_families") == []
+
+    time.sleep(TRUST_SECONDS)
+    assert get_tasks(client, headers).headers["X-Cache"] == "HIT"  # the counters did not move
+    assert log.touching("token_families"), "a session was trusted for longer than TRUST_SECONDS"
+    checked = len(log.statements)
+    assert get_tasks(client, headers).status_code == 200
+    assert log.statements[checked:] == [], "asked again, the session is remembered again"
 
 
 def test_logout_in_one_worker_ends_the_session_in_the_other_at_once(
