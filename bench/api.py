@@ -77,6 +77,11 @@ from bench.ram_postgres import ram_postgres
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = Path(__file__).resolve().parent / "wrk_api.lua"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+# --rate-limits: limits counted as deployed (in Redis), none of them ever reached.
+RATE_LIMITS = {
+    False: {"RATELIMIT_ENABLED": "false"},
+    True: {"RATELIMIT_ENABLED": "true", "RATELIMIT_DEFAULT": "100000000/minute"},
+}
 PASSWORD = "bench-password-1234"  # noqa: S105 (a throwaway account in a throwaway database)
 LOGIN_PATH = "/login"
 PAGE_PATH = "/tasks?page=1&per_page=20"
@@ -820,6 +825,12 @@ def main() -> None:
         help="flush all of Redis before each cache-miss run (lists' totals too), instead of "
         "deleting only the cached answers",
     )
+    parser.add_argument(
+        "--rate-limits",
+        action="store_true",
+        help="count every request against the per-caller limit, as deployed, with a limit too "
+        "high to refuse any (the cost of counting; off: limits off, as the ceiling has none)",
+    )
     args = parser.parse_args()
 
     if shutil.which("wrk") is None:
@@ -868,7 +879,7 @@ def run(
         "APP_ENV": BENCH_APP_ENV,
         "SECRET_KEY": secrets.token_hex(20),
         "JWT_SECRET_KEY": secrets.token_hex(20),
-        "RATELIMIT_ENABLED": "false",
+        **RATE_LIMITS[args.rate_limits],
         "ACCESS_TOKEN_TTL_SECONDS": "3600",
         "DB_POOL_SIZE": "10",
     }
@@ -880,8 +891,9 @@ def run(
         f"{settings.threads}; each on 127.0.0.1:<free port>, with the API's environment"
     )
     print(
-        f"API env: APP_ENV={BENCH_APP_ENV} RATELIMIT_ENABLED=false ACCESS_TOKEN_TTL_SECONDS=3600 "
-        f"DB_POOL_SIZE=10 REDIS_URL={args.redis_url}"
+        f"API env: APP_ENV={BENCH_APP_ENV} "
+        + " ".join(f"{k}={v}" for k, v in RATE_LIMITS[args.rate_limits].items())
+        + f" ACCESS_TOKEN_TTL_SECONDS=3600 DB_POOL_SIZE=10 REDIS_URL={args.redis_url}"
     )
     print(
         f"wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s --latency "
