@@ -3,6 +3,7 @@ start-up wait for the database."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -198,8 +199,11 @@ def test_wait_for_database_retries_with_backoff_then_gives_up(
     real_sleep = time.sleep
     delays: list[float] = []
 
+    waiting = threading.current_thread()
+
     def recording_sleep(seconds: float) -> None:
-        delays.append(seconds)
+        if threading.current_thread() is waiting:  # not another test's background thread
+            delays.append(seconds)
         real_sleep(seconds)
 
     monkeypatch.setattr(time, "sleep", recording_sleep)  # the real one, recorded
