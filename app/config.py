@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # CORS_ORIGINS: a JSON list or comma-separated, e.g. https://app.example.com,https://x.org
     cors_origins: Annotated[list[str], NoDecode] = []
     max_per_page: int = 100
+    # A list's `total` is counted exactly up to this many rows; above, it is PostgreSQL's
+    # estimate (`total_is_estimate`), so that no request counts millions of rows.
+    count_exact_up_to: int = Field(default=10_000, ge=0)
     default_per_page: int = 20
 
     # Redis: the Celery broker (and, later, the cache). Unset: the embedded broker below.

@@ -19,8 +19,10 @@ Not run in CI (seeding 10M tasks takes minutes and several GB). Needs PostgreSQL
      benchmark is about) and rate limits off; meanwhile a writer changes a random task every
      --write-interval seconds (0.1) through the API, so lists are read right after writes;
   3. each scenario with wrk (16 connections) until it has made at least --requests answers:
-     (a) the first page as admin and as a user; (c) `q` for a rare and a common term; (e)
-     `sort=task_name` and `sort=-priority` first pages; (d) the date view's first page;
+     (a) the first page as admin and as a user; (b) the first cursor page and a cursor page at
+     depth min(5,000,000, N/2) (its cursor minted with the server's key for the row at that
+     depth); (c) `q` for a rare and a common term; (d) the date view's first page, and a cursor
+     page halfway through the day; (e) `sort=task_name` and `sort=-priority` first pages;
   4. the peak RSS (VmHWM) of every server process and of this one.
 
 It prints p50 and p99 per scenario and size, and PASS/FAIL against the targets: p99 < 50 ms at
@@ -279,13 +281,74 @@ class Scenario:
     as_admin: bool = True
 
 
-def scenarios(log_day: str) -> list[Scenario]:
+@dataclass(frozen=True)
+class Deep:
+    """Cursors at depth, minted for the server's key."""
+
+    depth: int
+    list_cursor: str
+    day_depth: int
+    day_cursor: str
+
+
+def mint_cursor(secret_key: str, params: dict[str, object], position: tuple[object, ...]) -> str:
+    """The cursor the API would give for the page after `position` (the default order's sort
+    key values: created_at, then id) of the question `params`."""
+    from flask import Flask
+
+    from app.api.cursors import issue_cursor
+    from app.schemas.tasks import TaskListQuery
+
+    question = TaskListQuery.model_validate({**params, "limit": 20}).question()
+    with Flask(__name__).app_context() as context:
+        context.app.config["SECRET_KEY"] = secret_key
+        return issue_cursor(position, question)
+
+
+def deep_cursors(url: str, tasks: int, log_day: str, secret_key: str) -> Deep:
+    depth = min(5_000_000, tasks // 2)
+    engine = create_engine(url, connect_args={"options": "-c statement_timeout=0"})
+    with engine.connect() as conn:
+        listed = conn.execute(
+            text(
+                "SELECT created_at, id FROM task_manager WHERE deleted_at IS NULL "
+                "ORDER BY created_at DESC, id DESC OFFSET :depth LIMIT 1"
+            ),
+            {"depth": depth},
+        ).one()
+        day_count = conn.execute(
+            text("SELECT count(*) FROM task_logger WHERE log_date = :day"), {"day": log_day}
+        ).scalar_one()
+        day_depth = day_count // 2
+        logged = conn.execute(
+            text(
+                "SELECT task_created_at, task_id FROM task_logger WHERE log_date = :day "
+                "ORDER BY task_created_at DESC, task_id DESC OFFSET :depth LIMIT 1"
+            ),
+            {"day": log_day, "depth": day_depth},
+        ).one()
+    engine.dispose()
+    return Deep(
+        depth,
+        mint_cursor(secret_key, {}, tuple(listed)),
+        day_depth,
+        mint_cursor(secret_key, {"date": log_day}, tuple(logged)),
+    )
+
+
+def scenarios(log_day: str, deep: Deep) -> list[Scenario]:
     return [
         Scenario("(a) first page, admin", "/tasks?per_page=20"),
         Scenario("(a) first page, user", "/tasks?per_page=20", as_admin=False),
+        Scenario("(b) cursor, first page", "/tasks?limit=20"),
+        Scenario("(b) cursor, deep page", f"/tasks?limit=20&cursor={deep.list_cursor}"),
         Scenario("(c) q, a rare term", f"/tasks?q={RARE_TERM}"),
         Scenario("(c) q, a common term", f"/tasks?q={COMMON_TERM}"),
         Scenario("(d) date view, first page", f"/tasks?date={log_day}"),
+        Scenario(
+            "(d) date view, deep cursor page",
+            f"/tasks?date={log_day}&limit=20&cursor={deep.day_cursor}",
+        ),
         Scenario("(e) sort=task_name, first page", "/tasks?sort=task_name"),
         Scenario("(e) sort=-priority, first page", "/tasks?sort=-priority"),
     ]
@@ -353,10 +416,13 @@ class SizeResult:
 def run_size(url: str, tasks: int, args: argparse.Namespace, tmp: Path) -> SizeResult:
     with create_engine(url).connect() as conn:
         log_day = str(conn.execute(text("SELECT max(log_date) FROM task_logger")).scalar_one())
+    secret_key = secrets.token_hex(20)
+    deep = deep_cursors(url, tasks, log_day, secret_key)
+    print(f"  deep pages: the list at depth {deep.depth:,}, the day at {deep.day_depth:,}")
     env = {
         "DATABASE_URL": url,
         "APP_ENV": "production",
-        "SECRET_KEY": secrets.token_hex(20),
+        "SECRET_KEY": secret_key,
         "JWT_SECRET_KEY": secrets.token_hex(20),
         "CACHE_ENABLED": "false",
         "RATELIMIT_ENABLED": "false",
@@ -379,7 +445,7 @@ def run_size(url: str, tasks: int, args: argparse.Namespace, tmp: Path) -> SizeR
         admin = login(api.base_url, "admin")
         user = login(api.base_url, "user00001")
         rows: dict[str, WrkResult] = {}
-        wanted = [s for s in scenarios(log_day) if not args.only or s.name[1] in args.only]
+        wanted = [s for s in scenarios(log_day, deep) if not args.only or s.name[1] in args.only]
         with writer(api.base_url, admin, tasks, args.write_interval) as writes:
             for scenario in wanted:
                 token = admin if scenario.as_admin else user

@@ -3,8 +3,10 @@ models exactly (autogenerate would find nothing to do)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -171,17 +173,67 @@ def test_upgraded_schema_enforces_enum_check_constraints(fresh_app: APIFlask) ->
     assert "ck_task_audit_audit_action" in checks["task_audit"]
 
 
+def _made_on(dialect: str) -> Callable[..., bool]:
+    """Alembic's `include_object`: leave out what the models make on another backend only
+    (`ddl_if(dialect=...)`, e.g. PostgreSQL's trigram indexes), which autogenerate does not
+    know about by itself."""
+
+    def include(obj: Any, _name: Any, _type: str, reflected: bool, compare_to: Any) -> bool:
+        declared = compare_to if reflected else obj
+        condition = getattr(declared, "_ddl_if", None)
+        return condition is None or condition.dialect in (None, dialect)
+
+    return include
+
+
 def test_models_and_migrations_agree(fresh_app: APIFlask) -> None:
-    """What `flask db migrate` would generate after the migrations ran: nothing."""
+    """What `flask db migrate` would generate after the migrations ran: nothing; and no computed
+    column whose expression differs (which autogenerate only warns about)."""
     with fresh_app.app_context():
         upgrade()
+        dialect = db.engine.dialect.name
         with db.engine.connect() as connection:
             context = MigrationContext.configure(
-                connection, opts={"compare_type": True, "compare_server_default": True}
+                connection,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "include_object": _made_on(dialect),
+                },
             )
-            differences = compare_metadata(context, db.metadata)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                differences = compare_metadata(context, db.metadata)
+        indexes = {ix["name"] for ix in _inspector().get_indexes("task_manager")}
 
     assert differences == []
+    assert [str(w.message) for w in caught if "alembic" in w.filename] == []
+    only_postgresql = {
+        "ix_task_manager_task_name_trgm",
+        "ix_task_manager_description_trgm",
+        "ix_task_manager_due_date_desc_id",
+    }
+    if dialect == "postgresql":
+        assert only_postgresql <= indexes
+    else:
+        assert not only_postgresql & indexes
+
+
+def _priority_rank_storage() -> str:
+    """How the database keeps task_manager.priority_rank: 'stored' or 'virtual'."""
+    if db.engine.dialect.name == "postgresql":
+        [[generated]] = _execute(
+            "SELECT attgenerated FROM pg_attribute "
+            "WHERE attrelid = 'task_manager'::regclass AND attname = 'priority_rank'"
+        )
+        return {"s": "stored"}.get(str(generated[0]), repr(generated[0]))  # "": not generated
+    # cid, name, type, notnull, default, pk, hidden (2: virtual, 3: stored)
+    [hidden] = [
+        row[6]
+        for row in _execute("PRAGMA table_xinfo(task_manager)")[0]
+        if row[1] == "priority_rank"
+    ]
+    return {2: "virtual", 3: "stored"}.get(int(str(hidden)), repr(hidden))
 
 
 # Two accounts, a task of one assigned to the other with its audit entry, and a session: every
@@ -240,3 +292,44 @@ def test_the_downgrade_refuses_accounts_that_share_an_address(fresh_app: APIFlas
         downgrade(revision="0007")
         assert {"email"} in _unique_column_sets(_inspector(), "users")
         assert _execute(*REFERENCES) == [[(1, 2)], [(1,)], [(1,)]]
+
+
+TASKS_OF_EVERY_PRIORITY = (
+    "INSERT INTO task_manager (id, task_name, status, priority, assigned_user_id, "
+    "created_by_id, created_at, updated_at) VALUES "
+    "(2, 'low', 'active', 'LOW', NULL, 1, '2026-01-02', '2026-01-02'), "
+    "(3, 'medium', 'active', 'MEDIUM', 2, 1, '2026-01-03', '2026-01-03'), "
+    "(4, 'critical', 'inactive', 'CRITICAL', 2, 2, '2026-01-04', '2026-01-04')",
+)
+TASK_ROWS = (
+    "SELECT id, task_name, priority, assigned_user_id, created_by_id FROM task_manager ORDER BY id"
+)
+
+
+def test_the_priority_rank_is_computed_for_every_task_and_nothing_is_lost(
+    fresh_app: APIFlask,
+) -> None:
+    """0009 adds a stored column (on SQLite by rebuilding task_manager, which its audit and log
+    rows reference with ON DELETE CASCADE): every row and reference stays, and the downgrade
+    takes the column away again."""
+    with fresh_app.app_context():
+        upgrade(revision="0008")
+        _execute(*ACCOUNTS_WITH_REFERENCES, *TASKS_OF_EVERY_PRIORITY)
+        before = _execute(*REFERENCES, TASK_ROWS)
+
+        upgrade(revision="0009")
+
+        assert _execute(*REFERENCES, TASK_ROWS) == before
+        assert _priority_rank_storage() == "stored"
+        ranks = "SELECT priority, priority_rank FROM task_manager ORDER BY priority_rank, id"
+        assert _execute(ranks) == [[("LOW", 0), ("LOW", 0), ("MEDIUM", 1), ("CRITICAL", 3)]]
+        _execute("UPDATE task_manager SET priority = 'HIGH' WHERE id = 4")
+        assert _execute("SELECT priority_rank FROM task_manager WHERE id = 4") == [[(2,)]]
+        _execute("UPDATE task_manager SET priority = 'CRITICAL' WHERE id = 4")
+        if db.engine.dialect.name == "sqlite":  # and the pragma is back on
+            assert _execute("PRAGMA foreign_keys") == [[(1,)]]
+
+        downgrade(revision="0008")
+
+        assert "priority_rank" not in {c["name"] for c in _inspector().get_columns("task_manager")}
+        assert _execute(*REFERENCES, TASK_ROWS) == before

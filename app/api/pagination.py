@@ -1,4 +1,5 @@
-"""Page bodies and RFC 8288 `Link` headers for paginated lists.
+"""Page bodies and RFC 8288 `Link` headers for paginated lists: numbered pages (first, prev,
+next and last links) and cursor pages (a next link only).
 
 Links never come from the request's `Host` (a client chooses it, and the answer is cached and
 shared): they are relative references (`/tasks?page=2`), or absolute under EXTERNAL_URL when
@@ -40,6 +41,7 @@ def page_body(pagination: Pagination) -> dict[str, Any]:
         "page": pagination.page,
         "per_page": pagination.per_page,
         "total": pagination.total or 0,
+        "total_is_estimate": getattr(pagination, "total_is_estimate", False),
         "pages": pagination.pages,
     }
 
@@ -76,3 +78,20 @@ def paginated(pagination: Pagination) -> tuple[dict[str, Any], int, dict[str, st
     """A page's body and its Link header for the current request."""
     link = link_header(pagination, request.args.to_dict(), links_base())
     return page_body(pagination), 200, {"Link": link}
+
+
+def next_cursor_link(next_cursor: str, args: dict[str, str], base_url: str) -> str:
+    """The `next` link of a cursor page: the request's parameters (`args`) with `cursor` set to
+    the next page's (in its place, else last), so the link asks the same question."""
+    params = {**args, "cursor": next_cursor}
+    return f'<{base_url}?{urlencode(params)}>; rel="next"'
+
+
+def cursor_paginated(
+    items: Any, next_cursor: str | None
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A cursor page's body and, unless it is the last, its `next` Link header."""
+    body = {"items": items, "next_cursor": next_cursor}
+    if next_cursor is None:
+        return body, 200, {}
+    return body, 200, {"Link": next_cursor_link(next_cursor, request.args.to_dict(), links_base())}

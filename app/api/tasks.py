@@ -18,7 +18,8 @@ from app.api.caching import (
     scope_generations,
 )
 from app.api.current_user import current_user
-from app.api.pagination import Pagination, paginated
+from app.api.cursors import issue_cursor, read_cursor
+from app.api.pagination import Pagination, cursor_paginated, paginated
 from app.cache.invalidation import log_generations
 from app.cache.store import task_generation
 from app.extensions import token_auth
@@ -28,25 +29,38 @@ from app.schemas.common import PageQuery
 from app.schemas.tasks import (
     AuditPage,
     TaskCreateIn,
+    TaskListPage,
     TaskListQuery,
     TaskOut,
-    TaskPage,
     TaskUpdateIn,
 )
 from app.services import task_logs as log_service
 from app.services import tasks as task_service
 from app.services.actor import Actor
+from app.services.pages import CursorPage
 
 bp = APIBlueprint(
     "tasks", __name__, tag={"name": "Tasks", "description": "Tasks, their history and the list"}
 )
 
 # Response-header docs as OpenAPI header objects (APIFlask's annotation expects schema fields).
-LINK_HEADER: Any = {"Link": {"description": "RFC 8288 first/prev/next/last links"}}
+LINK_HEADER: Any = {
+    "Link": {
+        "description": "RFC 8288 links: first/prev/next/last for numbered pages; next for cursor"
+        " pages, absent on the last one"
+    }
+}
 LOCATION_HEADER: Any = {"Location": {"description": "The new task's URL"}}
 LIST_HEADERS: Any = {**LINK_HEADER, **CACHE_HEADERS}
 TASK_HEADERS: Any = {"ETag": {"description": "The task's version; send it as If-Match"}}
 
+PAGING_DOC = (
+    " Two ways to page: numbered pages (`page`, `per_page`; the body has `total` and `pages`)"
+    " reach any page directly but cost more the deeper the page; cursor pages (`limit` for the"
+    " first, then `cursor` from `next_cursor` or the `next` link, with the same other"
+    " parameters) cost the same at any depth, have no total, and visit each task exactly once"
+    " while tasks are added or deleted between pages. Use one way per request."
+)
 VISIBILITY = (
     "A `user` sees only tasks assigned to or created by them (others' tasks answer 404); "
     "moderators and admins see all tasks."
@@ -58,10 +72,9 @@ def _list_generations(user: Actor, args: MultiDict[str, str]) -> list[str]:
     return scope_generations(user) + (log_generations(day) if day else [])
 
 
-def _tasks_page(actor: Actor, query: TaskListQuery) -> Pagination:
-    """The page of tasks, or of the date view with `date`, that the query asks for."""
+def _filters(query: TaskListQuery) -> TaskFilters:
     assigned = query.assigned_user
-    filters = TaskFilters(
+    return TaskFilters(
         status=query.status,
         priority=query.priority,
         assigned_user_id=int(assigned) if assigned and assigned != "none" else None,
@@ -73,6 +86,11 @@ def _tasks_page(actor: Actor, query: TaskListQuery) -> Pagination:
         due_to=query.due_to,
         sort=query.sort_terms(),
     )
+
+
+def _tasks_page(actor: Actor, query: TaskListQuery) -> Pagination:
+    """The numbered page of tasks, or of the date view with `date`, that the query asks for."""
+    filters = _filters(query)
     if query.date is not None:
         return log_service.log_view(
             actor, query.date, filters, query.deleted, query.page, query.per_page
@@ -80,21 +98,50 @@ def _tasks_page(actor: Actor, query: TaskListQuery) -> Pagination:
     return task_service.list_tasks(actor, filters, query.deleted, query.page, query.per_page)
 
 
+def _cursor_page(actor: Actor, query: TaskListQuery) -> tuple[list[Any], str | None]:
+    """The cursor page of tasks, or of the date view with `date`, that the query asks for: its
+    items and the cursor of the next page (None on the last)."""
+    question = query.question()
+    after = read_cursor(query.cursor, question) if query.cursor is not None else None
+    filters = _filters(query)
+    page: CursorPage[Any]
+    if query.date is not None:
+        page = log_service.log_view_after(
+            actor, query.date, filters, query.deleted, after, query.limit
+        )
+    else:
+        page = task_service.list_tasks_after(actor, filters, query.deleted, after, query.limit)
+    next_cursor = None if page.next_after is None else issue_cursor(page.next_after, question)
+    return page.items, next_cursor
+
+
 @bp.get("/tasks")
 @bp.auth_required(token_auth)
 @cached(_list_generations)
 @bp.input(TaskListQuery, location="query", arg_name="query")
-@bp.output(TaskPage, headers=LIST_HEADERS)
+@bp.output(TaskListPage, headers=LIST_HEADERS)
 @bp.doc(
     summary="List tasks",
     description=VISIBILITY
     + " Soft-deleted tasks are excluded. With `date=YYYY-MM-DD`, lists the tasks the daily loader"
     " logged on that day instead, each with its snapshot in `log`; `status`, `priority` and"
-    " `assigned_user` then filter on the snapshot." + CACHE_DOC,
-    responses=[304, 401, 403, 422],
+    " `assigned_user` then filter on the snapshot." + PAGING_DOC + CACHE_DOC,
+    responses={
+        200: "A numbered page (`TaskPage`) or, with `limit` or `cursor`, a cursor page"
+        " (`TaskCursorPage`)",
+        304: "Not Modified",
+        400: "A cursor that is not one this API issued, was altered, or belongs to another"
+        " sort, filter or date",
+        401: "Authentication error",
+        403: "Forbidden",
+        422: "Invalid parameters, or numbered and cursor paging parameters together",
+    },
 )
 def list_tasks(query: TaskListQuery) -> Any:
-    return paginated(_tasks_page(current_user(), query))
+    actor = current_user()
+    if query.cursor_mode:
+        return cursor_paginated(*_cursor_page(actor, query))
+    return paginated(_tasks_page(actor, query))
 
 
 @bp.post("/task")

@@ -67,9 +67,9 @@ BUMP_PATIENCE_SECONDS = 0.5
 GLOBAL_GENERATION = "gen:global"
 # What every stored entry's key starts with (answers, and the lists' totals beside them). The
 # number is the format of what is stored (an answer's headers as JSON, a newline, its body; a
-# total in ASCII digits): a change of format changes it, so that no process reads an entry
-# written in another format (during a rolling deploy, say).
-ENTRY_FORMAT = 1
+# total in ASCII digits, after a `~` when estimated): a change of format changes it, so that no
+# process reads an entry written in another format (during a rolling deploy, say).
+ENTRY_FORMAT = 2
 ENTRY_KEY_PREFIX = f"resp{ENTRY_FORMAT}:"
 
 

@@ -5,11 +5,24 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, Enum, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (
+    JSON,
+    Computed,
+    Date,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    column,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import Model
-from app.models.enums import AuditAction, TaskPriority, TaskStatus
+from app.models.enums import PRIORITY_ORDER, AuditAction, TaskPriority, TaskStatus
 from app.models.types import UTCDateTime, utcnow
 from app.models.user import User
 
@@ -30,6 +43,19 @@ LIST_FILTER_INDEX_KEYS: tuple[tuple[str, ...], ...] = (
     ("status",),
     ("priority",),
     ("status", "priority"),
+)
+
+# The list's orders, other than id and created_at, each led by an index of its own over all
+# tasks (with id after it). ("status", "id") serves the live status filter in id order as well.
+SORT_INDEX_KEYS = ("task_name", "updated_at", "status", "priority_rank")
+SORT_INDEXES = frozenset((name, "id") for name in SORT_INDEX_KEYS)
+
+# A priority's rank, LOW < MEDIUM < HIGH < CRITICAL: the list's `priority` order (not the
+# names' alphabetical one). Stored by the database (migration 0009) so that an index gives it.
+PRIORITY_RANK_SQL = (
+    "CASE priority "
+    + " ".join(f"WHEN '{p.value}' THEN {rank}" for rank, p in enumerate(PRIORITY_ORDER))
+    + " ELSE NULL END"  # as PostgreSQL states it back: the models and the migrations agree
 )
 
 
@@ -54,13 +80,17 @@ class Task(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
-    due_date: Mapped[date | None] = mapped_column(Date, index=True)
+    due_date: Mapped[date | None] = mapped_column(Date)  # indexed with id below
     # Incremented by every UPDATE (optimistic locking): the task's ETag, and a concurrent write
     # that read an older version fails instead of overwriting (StaleDataError).
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Set for tasks created by a CSV import: the row's duplicate key (see services/csv_import),
     # unique so a re-import skips rows already imported (NULLs, i.e. other tasks, never clash).
     import_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Read-only: computed by the database from `priority` (GENERATED ALWAYS AS ... STORED).
+    priority_rank: Mapped[int] = mapped_column(
+        SmallInteger, Computed(PRIORITY_RANK_SQL, persisted=True)
+    )
 
     assigned_user: Mapped[User | None] = relationship(
         foreign_keys=[assigned_user_id], lazy="select"
@@ -101,6 +131,55 @@ class Task(Model):
             )
             for filters in LIST_FILTER_INDEX_KEYS
             for order in (("created_at", "id"), ("id",))
+            if filters + order not in SORT_INDEXES
+        ),
+        # The list's other orders (SORTABLE_COLUMNS), ties broken by id: a page walks the index and
+        # stops after OFFSET + LIMIT entries instead of sorting every task. Not partial, so they
+        # serve the admins' deleted=include too; a list of live tasks skips the few deleted ones
+        # on the included deleted_at, so that its ids are still read from the index alone.
+        # Read backward, (X, id) gives `-X` (X DESC, id DESC); `X` (X ASC, id DESC) is read
+        # forward, each run of equal X re-sorted by id (an incremental sort of a few entries).
+        *(
+            Index(f"ix_task_manager_{name}_id", name, "id", postgresql_include=["deleted_at"])
+            for name in SORT_INDEX_KEYS
+        ),
+        # status and priority: a few values in runs of millions, which an incremental sort would
+        # sort whole, so ascending (ties by id descending) has an index in that direction.
+        *(
+            Index(
+                f"ix_task_manager_{name}_id_desc",
+                name,
+                column("id").desc(),
+                postgresql_include=["deleted_at"],
+            )
+            for name in ("status", "priority_rank")
+        ),
+        # due_date, tasks without one last (PostgreSQL's NULLS LAST when ascending); and the
+        # due_from / due_to ranges.
+        Index(
+            "ix_task_manager_due_date_id",
+            "due_date",
+            column("id").desc(),
+            postgresql_include=["deleted_at"],
+        ),
+        # Descending, tasks without a due date last too (the index above read backward would put
+        # them first). PostgreSQL only: SQLite's CREATE INDEX has no NULLS LAST.
+        Index(
+            "ix_task_manager_due_date_desc_id",
+            column("due_date").desc().nulls_last(),
+            column("id").desc(),
+            postgresql_include=["deleted_at"],
+        ).ddl_if(dialect="postgresql"),
+        # The search (`q`, a case-insensitive substring of the name or the description): one
+        # trigram index each, ORed in a BitmapOr. All tasks: admins search the deleted ones too.
+        *(
+            Index(
+                f"ix_task_manager_{name}_trgm",
+                name,
+                postgresql_using="gin",
+                postgresql_ops={name: "gin_trgm_ops"},
+            ).ddl_if(dialect="postgresql")
+            for name in ("task_name", "description")
         ),
         # The few soft-deleted tasks: the date view reads their ids from it, once per page, to
         # leave them out of the log entries it walks (app.repositories.task_logs).

@@ -66,6 +66,16 @@ class TaskLogEntry(Model):
             "task_created_at",
             "task_id",
         ),
+        # The date view of one assignee's entries of a day (or the unassigned ones), in that
+        # order: `assigned_user` filters the day's snapshot, and the page of an assignee with few
+        # tasks would otherwise walk the whole day to find them.
+        Index(
+            "ix_task_logger_log_date_assigned_user_id",
+            "log_date",
+            "assigned_user_id",
+            "task_created_at",
+            "task_id",
+        ),
     )
 
 

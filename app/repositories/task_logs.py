@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -16,7 +17,19 @@ from app.models import Task, TaskStatus
 from app.models.enums import LoaderRunState
 from app.models.task_log import LoaderChunk, LoaderRun, TaskLogEntry
 from app.models.types import UTCDateTime
-from app.repositories.tasks import TaskFilters, TaskScope, filtered, ordered, scoped, start_of_day
+from app.repositories.counts import Total, bounded_count
+from app.repositories.tasks import (
+    SORTABLE_COLUMNS,
+    TaskFilters,
+    TaskScope,
+    filtered,
+    keyset_keys,
+    keyset_order,
+    keyset_rows,
+    ordered,
+    scoped,
+    start_of_day,
+)
 
 # --- the set-based load ---------------------------------------------------------------------
 
@@ -357,13 +370,17 @@ def _log_only_conditions(
     return conditions
 
 
+# The task list's sort keys restated on task_logger (the keys of _LOG_SORT_KEYS).
+_LOG_SORT_COLUMNS: dict[str, Any] = {
+    "created_at": TaskLogEntry.task_created_at,
+    "id": TaskLogEntry.task_id,
+}
+
+
 def _log_order(sort: tuple[tuple[str, bool], ...]) -> list[ColumnElement[Any]]:
     """`ordered()` restated on task_logger: within a day, task_id is unique and stands for the
     task's id, task_created_at for its created_at, so both orders are the same."""
-    columns: dict[str, Any] = {
-        "created_at": TaskLogEntry.task_created_at,
-        "id": TaskLogEntry.task_id,
-    }
+    columns = _LOG_SORT_COLUMNS
     clauses: list[ColumnElement[Any]] = [
         columns[name].desc() if descending else columns[name].asc() for name, descending in sort
     ]
@@ -384,14 +401,17 @@ def _joined(
     return filtered(scoped(stmt, scope), task_filters)
 
 
-def count_log_for_date(log_date: date, scope: TaskScope, filters: TaskFilters) -> int:
-    """How many entries the date view lists for `log_date`, on every page together."""
+def count_log_for_date(
+    log_date: date, scope: TaskScope, filters: TaskFilters, exact_up_to: int
+) -> Total:
+    """How many entries the date view lists for `log_date`, on every page together: exact up
+    to `exact_up_to`, estimated above."""
     if answerable_from_log(scope, filters):
         conditions = _log_only_conditions(log_date, scope, filters)
-        stmt = select(func.count()).select_from(TaskLogEntry).where(*conditions)
+        rows = select(TaskLogEntry.task_id).where(*conditions)
     else:
-        stmt = _joined(select(func.count()).select_from(TaskLogEntry), log_date, scope, filters)
-    return db.session.scalar(stmt) or 0
+        rows = _joined(select(TaskLogEntry.task_id), log_date, scope, filters)
+    return bounded_count(rows, exact_up_to)
 
 
 def log_entries_for_date(
@@ -424,6 +444,50 @@ def log_entries_for_date(
         stmt = ordered(stmt, filters.sort).offset(offset).limit(limit)
     stmt = stmt.options(contains_eager(TaskLogEntry.task))  # the task rides along
     return list(db.session.scalars(stmt))
+
+
+def log_entries_after(
+    log_date: date,
+    scope: TaskScope,
+    filters: TaskFilters,
+    position: Sequence[Any] | None,
+    limit: int,
+) -> list[tuple[TaskLogEntry, tuple[Any, ...]]]:
+    """Up to `limit` entries of the date view for `log_date` after `position` (None: from the
+    start), in the task list's order, each with its task loaded and its own position, in one
+    query: no OFFSET, no count. The page's entries are found on task_logger's index where the
+    log alone can find them (`answerable_from_log`: created_at and id, the position's keys, are
+    its columns), else on the day joined to its tasks; only those are then read whole."""
+    sort = filters.sort
+    if answerable_from_log(scope, filters):
+        base = select(TaskLogEntry.task_id.label("row_id")).where(
+            *_log_only_conditions(log_date, scope, filters)
+        )
+        page = keyset_rows(
+            base,
+            lambda stmt: stmt.order_by(*_log_order(sort)),
+            _LOG_SORT_COLUMNS,
+            sort,
+            position,
+            limit,
+        )
+        # Within a day task_id is unique: it names the entry.
+        found = and_(TaskLogEntry.task_id == page.c.row_id, TaskLogEntry.log_date == log_date)
+    else:
+        base = _joined(select(TaskLogEntry.id.label("row_id")), log_date, scope, filters)
+        page = keyset_rows(
+            base, lambda stmt: ordered(stmt, sort), SORTABLE_COLUMNS, sort, position, limit
+        )
+        found = TaskLogEntry.id == page.c.row_id
+    stmt = (
+        select(TaskLogEntry, *keyset_keys(page, sort))
+        .join(page, found)
+        .join(TaskLogEntry.task)
+        .options(contains_eager(TaskLogEntry.task))  # the task rides along
+        .order_by(*keyset_order(page, sort))
+        .limit(limit)
+    )
+    return [(row[0], tuple(row[1:])) for row in db.session.execute(stmt)]
 
 
 def get_log_entry(log_id: int, scope: TaskScope) -> TaskLogEntry | None:

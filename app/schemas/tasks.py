@@ -9,8 +9,11 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    Discriminator,
     Field,
+    RootModel,
     StringConstraints,
+    Tag,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -19,7 +22,7 @@ from pydantic import (
 from app.models import AuditAction, TaskPriority, TaskStatus
 from app.models.types import MAX_ID
 from app.repositories.tasks import SORTABLE_COLUMNS
-from app.schemas.common import Output, PageMeta, PageQuery, StrictInput
+from app.schemas.common import CursorMeta, Output, PageMeta, PageOrCursorQuery, StrictInput
 from app.services.tasks import DeletedFilter
 
 # C0 control characters other than tab, newline and carriage return, and DEL: nothing a person
@@ -119,14 +122,42 @@ class TaskListItem(TaskOut):
 
 
 class TaskPage(PageMeta):
+    """A numbered page (`page`, `per_page`, or no paging parameter), with the list's total."""
+
     items: list[TaskListItem]
+
+
+class TaskCursorPage(CursorMeta):
+    """A cursor page (`limit`, `cursor`): no total; `next_cursor` continues the list."""
+
+    items: list[TaskListItem]
+
+
+def _page_kind(page: Any) -> str:
+    """Which shape a list answer has: a body (dict) as the view returns it, or a model."""
+    if isinstance(page, dict):
+        return "cursor" if "next_cursor" in page else "page"
+    return "cursor" if isinstance(page, TaskCursorPage) else "page"
+
+
+class TaskListPage(
+    RootModel[
+        Annotated[
+            Annotated[TaskPage, Tag("page")] | Annotated[TaskCursorPage, Tag("cursor")],
+            Discriminator(_page_kind),
+        ]
+    ]
+):
+    """A page of the task list: numbered (`TaskPage`) or cursor (`TaskCursorPage`), as the
+    request's paging parameters ask. The shape is chosen by the answer's own keys, so
+    serializing one never tries the other."""
 
 
 SORT_FIELD_LIST = ", ".join(sorted(SORTABLE_COLUMNS))
 _SORT_TERM = re.compile(r"^-?([a-z_]+)$")
 
 
-class TaskListQuery(PageQuery):
+class TaskListQuery(PageOrCursorQuery):
     status: TaskStatus | None = None
     priority: TaskPriority | None = None
     assigned_user: Annotated[str, Field(pattern=r"^([1-9][0-9]{0,17}|none)$")] | None = Field(
@@ -188,6 +219,10 @@ class TaskListQuery(PageQuery):
     def sort_terms(self) -> tuple[tuple[str, bool], ...]:
         terms = (t.strip() for t in self.sort.split(","))
         return tuple((t.lstrip("-"), t.startswith("-")) for t in terms)
+
+    def question(self) -> dict[str, Any]:
+        # The sort as it is applied: `id, -status` and `id,-status` are one question.
+        return {**super().question(), "sort": self.sort_terms()}
 
 
 class AuditEntryOut(Output):

@@ -1,5 +1,5 @@
-"""A page of a list whose total is counted separately, and a list's total remembered in the
-cache for all of its pages."""
+"""A page of a list whose total is counted separately, a list's total remembered in the cache
+for all of its pages, and a keyset (cursor) page, which has no total."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from math import ceil
 from typing import Any, Generic, TypeVar
 
 from app.cache.store import ResponseCache
+from app.repositories.counts import Total
 from app.services.context import response_cache
 
 T = TypeVar("T")
@@ -24,6 +25,7 @@ class Page(Generic[T]):
     page: int
     per_page: int
     total: int
+    total_is_estimate: bool = False  # the planner's estimate of a large list (repositories.counts)
 
     @property
     def pages(self) -> int:
@@ -32,6 +34,23 @@ class Page(Generic[T]):
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.per_page
+
+
+@dataclass
+class CursorPage(Generic[T]):
+    """A keyset page: its items and, when more follow, the position (sort key values) of its
+    last item, which the next page starts after."""
+
+    items: list[T]
+    next_after: tuple[Any, ...] | None
+
+
+def cursor_page(rows: Sequence[tuple[T, tuple[Any, ...]]], limit: int) -> CursorPage[T]:
+    """The page of `rows` (items with their positions) read with one row more than `limit`:
+    that extra row, never shown, says whether a next page exists."""
+    shown = rows[:limit]
+    more = len(rows) > limit
+    return CursorPage([item for item, _ in shown], shown[-1][1] if more else None)
 
 
 # Threads of a process that miss the same count wait for the first one's answer instead of all
@@ -47,13 +66,22 @@ _FIRST_POLL_SECONDS, _LAST_POLL_SECONDS = 0.002, 0.01
 TOTALS = "count"  # the kind of value `counted` remembers (see `remembered`)
 
 
-def counted(what: Any, generations: Sequence[str], count: Callable[[], int]) -> int:
+def counted(what: Any, generations: Sequence[str], count: Callable[[], Total]) -> Total:
     """`count()`, remembered in the response cache under `what` (a repr-able description of the
-    query: scope and filters) and guarded by `generations`, like the answers themselves: an
-    exact total that only changes when a write bumps them. A deep list's count is what costs:
-    it scans every matching row, where a page reads only its own."""
-    total = remembered(TOTALS, what, generations, lambda: str(count()).encode())
-    return count() if total is None else int(total)
+    query: scope and filters) and guarded by `generations`, like the answers themselves: a
+    total that only changes when a write bumps them. Stored as ASCII digits, after a `~` when
+    it is an estimate."""
+    stored = remembered(TOTALS, what, generations, lambda: _encoded(count()))
+    return count() if stored is None else _decoded(stored)
+
+
+def _encoded(total: Total) -> bytes:
+    return f"{'~' if total.estimated else ''}{total.value}".encode()
+
+
+def _decoded(stored: bytes) -> Total:
+    estimated = stored.startswith(b"~")
+    return Total(int(stored.removeprefix(b"~")), estimated)
 
 
 def remembered(

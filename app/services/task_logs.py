@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
 from typing import Any
@@ -13,9 +14,10 @@ from app.models.task_log import TaskLogEntry
 from app.repositories import task_logs as log_repo
 from app.repositories.tasks import TaskFilters
 from app.services.actor import Actor
+from app.services.context import settings
 from app.services.errors import NotFound
-from app.services.pages import Page, counted
-from app.services.tasks import DeletedFilter, get_task, list_scope, scope_for
+from app.services.pages import CursorPage, Page, counted, cursor_page
+from app.services.tasks import DeletedFilter, get_task, keyset_position, list_scope, scope_for
 
 
 def logged_task(entry: TaskLogEntry) -> dict[str, Any]:
@@ -37,22 +39,39 @@ def log_view(
 ) -> Page[dict[str, Any]]:
     """The tasks logged on `log_date` (same scoping, filters and pagination as the task list)."""
     scope, filters = list_scope(actor, filters, deleted)
-    result: Page[dict[str, Any]] = Page([], page, per_page, 0)
     # A total found on the log alone changes only with the day's log and with deletions, not
     # with every edit of a task (which bumps the lists' counters).
     if log_repo.answerable_from_log(scope, filters):
         generations = log_generations(log_date.isoformat())
     else:
         generations = list_generations(scope, log_date)
-    result.total = counted(
+    total = counted(
         ("log", log_date, scope, replace(filters, sort=())),  # the order does not change it
         generations,
-        lambda: log_repo.count_log_for_date(log_date, scope, filters),
+        lambda: log_repo.count_log_for_date(log_date, scope, filters, settings().count_exact_up_to),
     )
+    result: Page[dict[str, Any]] = Page([], page, per_page, total.value, total.estimated)
     if result.offset < result.total:
         entries = log_repo.log_entries_for_date(log_date, scope, filters, result.offset, per_page)
         result.items = [logged_task(entry) for entry in entries]
     return result
+
+
+def log_view_after(
+    actor: Actor,
+    log_date: date,
+    filters: TaskFilters,
+    deleted: DeletedFilter,
+    after: Sequence[Any] | None,
+    limit: int,
+) -> CursorPage[dict[str, Any]]:
+    """A keyset page of the tasks logged on `log_date` (same scoping, filters and order as the
+    task list's keyset pages): up to `limit` after `after`, without OFFSET or count."""
+    scope, filters = list_scope(actor, filters, deleted)
+    position = keyset_position(filters.sort, after)
+    rows = log_repo.log_entries_after(log_date, scope, filters, position, limit + 1)
+    page = cursor_page(rows, limit)
+    return CursorPage([logged_task(entry) for entry in page.items], page.next_after)
 
 
 def get_log_entry(actor: Actor, log_id: int) -> dict[str, Any]:

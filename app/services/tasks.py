@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import Enum, StrEnum
@@ -17,14 +18,16 @@ from app.repositories import tasks as task_repo
 from app.repositories import users as user_repo
 from app.repositories.tasks import TaskFilters, TaskScope
 from app.services.actor import Actor
+from app.services.context import settings
 from app.services.errors import (
     Conflict,
     InvalidInput,
     NotFound,
     PermissionDenied,
     PreconditionFailed,
+    UnreadableInput,
 )
-from app.services.pages import Page, counted
+from app.services.pages import CursorPage, Page, counted, cursor_page
 
 # Fields a client may set; everything else (id, created_by, timestamps, deleted_at) is the server's.
 EDITABLE_FIELDS = ("task_name", "description", "status", "priority", "assigned_user_id", "due_date")
@@ -240,15 +243,45 @@ def list_tasks(
 ) -> Page[Task]:
     """A page of the tasks the actor sees."""
     scope, filters = list_scope(actor, filters, deleted)
-    result: Page[Task] = Page([], page, per_page, 0)
-    result.total = counted(
+    total = counted(
         ("tasks", scope, replace(filters, sort=())),  # the order does not change the total
         list_generations(scope),
-        lambda: task_repo.count_tasks(scope, filters),
+        lambda: task_repo.count_tasks(scope, filters, settings().count_exact_up_to),
     )
+    result: Page[Task] = Page([], page, per_page, total.value, total.estimated)
     if result.offset < result.total:
         result.items = task_repo.tasks_page(scope, filters, result.offset, per_page)
     return result
+
+
+def keyset_position(
+    sort: tuple[tuple[str, bool], ...], after: Sequence[Any] | None
+) -> tuple[Any, ...] | None:
+    """The position a client sent back (`cursor`) as this sort's key values. One that cannot be
+    this sort's (a cursor of another version) is refused like any cursor that is not readable."""
+    if after is None:
+        return None
+    try:
+        return task_repo.keyset_position(sort, after)
+    except ValueError as exc:
+        message = "the cursor does not fit this list's sort; start again without it"
+        raise UnreadableInput(message, errors={"cursor": [str(exc)]}, location="query") from exc
+
+
+def list_tasks_after(
+    actor: Actor,
+    filters: TaskFilters,
+    deleted: DeletedFilter,
+    after: Sequence[Any] | None,
+    limit: int,
+) -> CursorPage[Task]:
+    """Up to `limit` tasks the actor sees after `after` (the sort key values of the previous
+    page's last task; None for the first page): a keyset page, found without OFFSET or count.
+    The scope is the actor's own, whoever was given the position."""
+    scope, filters = list_scope(actor, filters, deleted)
+    position = keyset_position(filters.sort, after)
+    # One row more than the page: whether it exists says whether a next page does.
+    return cursor_page(task_repo.tasks_after(scope, filters, position, limit + 1), limit)
 
 
 def task_history(actor: Actor, task_id: int, page: int, per_page: int) -> Pagination:

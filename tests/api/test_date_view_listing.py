@@ -30,7 +30,7 @@ def listing_computations(app: APIFlask, monkeypatch: pytest.MonkeyPatch) -> Iter
     counted: list[str] = []
     real = log_repo.count_log_for_date
 
-    def spy(log_date: date, *args: Any) -> int:
+    def spy(log_date: date, *args: Any) -> Any:
         counted.append(log_date.isoformat())
         return real(log_date, *args)
 

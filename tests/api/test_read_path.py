@@ -17,6 +17,7 @@ from sqlalchemy import event, text
 
 from app.extensions import db
 from app.repositories import tasks as task_repo
+from app.repositories.counts import Total
 from app.services.pages import COUNT_CLAIM_SECONDS, counted
 from tests.conftest import Account
 from tests.conftest import test_settings as settings_for
@@ -203,10 +204,11 @@ def two_workers(app: APIFlask, tmp_path: Path) -> Iterator[tuple[APIFlask, APIFl
             yield first, second
 
 
-def count_in(application: APIFlask, count: Callable[[], int], into: dict[str, int]) -> Thread:
+def count_in(application: APIFlask, count: Callable[[], Total], into: dict[str, int]) -> Thread:
     def run() -> None:
         with application.app_context():
-            into[application.name + str(id(application))] = counted(WHAT, [GENERATION], count)
+            total = counted(WHAT, [GENERATION], count)
+            into[application.name + str(id(application))] = total.value
 
     thread = Thread(target=run)
     thread.start()
@@ -223,15 +225,15 @@ def test_processes_that_miss_the_same_total_count_it_once(
     counting, finish = threading.Event(), threading.Event()
     calls: list[str] = []
 
-    def slow_count() -> int:
+    def slow_count() -> Total:
         calls.append("first")
         counting.set()
         finish.wait(10)
-        return 42
+        return Total(42)
 
-    def second_count() -> int:
+    def second_count() -> Total:
         calls.append("second")
-        return -1
+        return Total(-1)
 
     totals: dict[str, int] = {}
     one = count_in(first, slow_count, totals)
@@ -252,15 +254,15 @@ def test_a_waiting_process_counts_itself_when_a_write_makes_the_claimed_total_st
     first, second = two_workers
     counting, finish = threading.Event(), threading.Event()
 
-    def slow_count() -> int:
+    def slow_count() -> Total:
         counting.set()
         finish.wait(10)
-        return 42
+        return Total(42)
 
     totals: dict[str, int] = {}
     one = count_in(first, slow_count, totals)
     assert counting.wait(10)
-    other = count_in(second, lambda: 43, totals)
+    other = count_in(second, lambda: Total(43), totals)
     time.sleep(0.1)
     first.extensions["response_cache"].bump([GENERATION])  # a write while the first counts
     finish.set()
@@ -279,7 +281,7 @@ def test_a_count_that_fails_hands_its_claim_to_a_waiting_process(
     counting, fail = threading.Event(), threading.Event()
     failures: list[str] = []
 
-    def failing_count() -> int:
+    def failing_count() -> Total:
         counting.set()
         fail.wait(10)
         raise RuntimeError("canceling statement due to statement timeout")
@@ -295,7 +297,7 @@ def test_a_count_that_fails_hands_its_claim_to_a_waiting_process(
     one.start()
     assert counting.wait(10)
     totals: dict[str, int] = {}
-    other = count_in(second, lambda: 7, totals)
+    other = count_in(second, lambda: Total(7), totals)
     time.sleep(0.1)
     fail.set()
     one.join(10)

@@ -943,7 +943,14 @@ def test_pagination_defaults_limits_and_empty_list(
 ) -> None:
     empty = client.get("/tasks", headers=admin_headers)
     assert empty.status_code == 200
-    assert empty.json == {"items": [], "page": 1, "per_page": 20, "total": 0, "pages": 0}
+    assert empty.json == {
+        "items": [],
+        "page": 1,
+        "per_page": 20,
+        "total": 0,
+        "total_is_estimate": False,
+        "pages": 0,
+    }
     assert {rel: p["page"] for rel, p in links(empty).items()} == {"first": "1", "last": "1"}
 
     for n in range(21):

@@ -1,0 +1,57 @@
+"""Totals that stay cheap on large tables: counted exactly up to a bound, estimated above it.
+
+A `count(*)` reads every matching row (or index entry): a first page of ten million tasks reads
+twenty rows, its total ten million. Above COUNT_EXACT_UP_TO matching rows the total is the
+query planner's estimate of the same statement (PostgreSQL's EXPLAIN, from its statistics:
+no rows are read), flagged as an estimate. SQLite has no such estimate and counts exactly: it is
+the embedded, small-data setup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ClauseElement, Executable, Select, func, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from app.extensions import db
+
+
+class ExplainJson(Executable, ClauseElement):
+    """`EXPLAIN (FORMAT JSON) <statement>`, with the statement's parameters bound as usual."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+
+
+@compiles(ExplainJson, "postgresql")
+def _explain_json(element: ExplainJson, compiler: SQLCompiler, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+
+
+@dataclass(frozen=True)
+class Total:
+    value: int
+    estimated: bool = False
+
+
+def _planned_rows(rows: Select[Any]) -> int:
+    plan = db.session.execute(ExplainJson(rows)).scalar_one()
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def bounded_count(rows: Select[Any], exact_up_to: int) -> Total:
+    """The number of rows `rows` (a SELECT of the matching rows) returns: exact when at most
+    `exact_up_to` (reading at most one more than that), else PostgreSQL's estimate (never below
+    the rows it counted)."""
+    capped = rows.limit(exact_up_to + 1).subquery()
+    seen = db.session.scalar(select(func.count()).select_from(capped)) or 0
+    if seen <= exact_up_to:
+        return Total(seen)
+    if db.engine.dialect.name != "postgresql":
+        return Total(db.session.scalar(select(func.count()).select_from(rows.subquery())) or 0)
+    return Total(max(_planned_rows(rows), seen), estimated=True)
