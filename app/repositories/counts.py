@@ -33,6 +33,11 @@ def _explain_json(element: ExplainJson, compiler: SQLCompiler, **kw: Any) -> str
     return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
 
 
+# Above this multiple of the bound, the planner's estimate alone decides: the planner's error
+# on a list's size is well within it.
+ESTIMATE_ONLY_ABOVE = 4
+
+
 @dataclass(frozen=True)
 class Total:
     value: int
@@ -47,11 +52,20 @@ def _planned_rows(rows: Select[Any]) -> int:
 def bounded_count(rows: Select[Any], exact_up_to: int) -> Total:
     """The number of rows `rows` (a SELECT of the matching rows) returns: exact when at most
     `exact_up_to` (reading at most one more than that), else PostgreSQL's estimate (never below
-    the rows it counted)."""
+    the rows it counted).
+
+    On PostgreSQL the estimate is asked first: when it is far above the bound, counting even
+    `exact_up_to` rows can cost as much as the whole list (a bitmap of a common search term's
+    million matches is built before the first row is counted), and the answer would be the
+    estimate anyway."""
+    postgresql = db.engine.dialect.name == "postgresql"
+    planned = _planned_rows(rows) if postgresql else 0
+    if planned > ESTIMATE_ONLY_ABOVE * exact_up_to:
+        return Total(planned, estimated=True)
     capped = rows.limit(exact_up_to + 1).subquery()
     seen = db.session.scalar(select(func.count()).select_from(capped)) or 0
     if seen <= exact_up_to:
         return Total(seen)
-    if db.engine.dialect.name != "postgresql":
+    if not postgresql:
         return Total(db.session.scalar(select(func.count()).select_from(rows.subquery())) or 0)
-    return Total(max(_planned_rows(rows), seen), estimated=True)
+    return Total(max(planned, seen), estimated=True)
