@@ -26,7 +26,8 @@ from app import create_app
 from app.cache.store import GLOBAL_GENERATION
 from app.config import AppEnv, Settings
 from app.extensions import db
-from app.models import Role, User
+from app.models import Role, Task, TaskPriority, TaskStatus, User
+from app.models.types import utcnow
 from app.services.context import passwords
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -239,3 +240,23 @@ def bob(make_user: Callable[..., Account]) -> Account:
 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def add_tasks(app: APIFlask, owner: Account, count: int, description: str | None = None) -> None:
+    """`count` live tasks created by `owner` ("task 0", ...), written to the database directly
+    (bypassing the API's rules, e.g. for descriptions it would refuse)."""
+    with app.app_context():
+        now = utcnow()
+        db.session.add_all(
+            Task(
+                task_name=f"task {n}",
+                description=description,
+                status=TaskStatus.ACTIVE,
+                priority=TaskPriority.MEDIUM,
+                created_by_id=owner.id,
+                created_at=now,
+                updated_at=now,
+            )
+            for n in range(count)
+        )
+        db.session.commit()

@@ -14,10 +14,8 @@ from apiflask import APIFlask
 from sqlalchemy import event, text
 
 from app.extensions import db
-from app.models import Task, TaskPriority, TaskStatus
-from app.models.types import utcnow
 from app.repositories.counts import ESTIMATE_ONLY_ABOVE
-from tests.conftest import TEST_PASSWORD, Account
+from tests.conftest import TEST_PASSWORD, Account, add_tasks
 from tests.conftest import test_settings as settings_for
 from tests.reliability.helpers import side_app
 
@@ -33,21 +31,10 @@ def capped_app(app: APIFlask) -> Iterator[APIFlask]:
         yield capped
 
 
-def add_tasks(app: APIFlask, owner: Account, count: int) -> None:
+def add_analyzed_tasks(app: APIFlask, owner: Account, count: int) -> None:
+    """Tasks, and on PostgreSQL fresh statistics for the planner's estimate."""
+    add_tasks(app, owner, count)
     with app.app_context():
-        now = utcnow()
-        db.session.add_all(
-            Task(
-                task_name=f"task {n}",
-                status=TaskStatus.ACTIVE,
-                priority=TaskPriority.LOW,
-                created_by_id=owner.id,
-                created_at=now,
-                updated_at=now,
-            )
-            for n in range(count)
-        )
-        db.session.commit()
         if db.engine.dialect.name == "postgresql":
             db.session.execute(text("ANALYZE task_manager"))
             db.session.commit()
@@ -81,7 +68,7 @@ def statements(app: APIFlask) -> Iterator[list[tuple[str, Any]]]:
 def test_up_to_the_bound_the_total_is_exact(
     capped_app: APIFlask, moderator: Account, count: int
 ) -> None:
-    add_tasks(capped_app, moderator, count)
+    add_analyzed_tasks(capped_app, moderator, count)
     body = capped_app.test_client().get("/tasks", headers=headers_for(capped_app, moderator)).json
     assert (body["total"], body["total_is_estimate"]) == (count, False)
 
@@ -90,7 +77,7 @@ def test_up_to_the_bound_the_total_is_exact(
 def test_above_the_bound_postgresql_estimates_and_says_so(
     capped_app: APIFlask, moderator: Account, backend: str, count: int
 ) -> None:
-    add_tasks(capped_app, moderator, count)
+    add_analyzed_tasks(capped_app, moderator, count)
     headers = headers_for(capped_app, moderator)
     with statements(capped_app) as seen:
         body = capped_app.test_client().get("/tasks?per_page=10", headers=headers).json
@@ -114,7 +101,7 @@ def test_above_the_bound_postgresql_estimates_and_says_so(
 
 
 def test_cursor_pages_count_nothing(capped_app: APIFlask, moderator: Account) -> None:
-    add_tasks(capped_app, moderator, 12)
+    add_analyzed_tasks(capped_app, moderator, 12)
     with statements(capped_app) as seen:
         body = (
             capped_app.test_client()

@@ -24,13 +24,11 @@ from werkzeug.datastructures import MultiDict
 
 from app.api.caching import cache_key_prefix
 from app.config import AppEnv
-from app.extensions import db
-from app.models import Role, Task, TaskPriority, TaskStatus
-from app.models.types import utcnow
+from app.models import Role
 from app.observability.metrics import KNOWN_METHODS
 from app.services.actor import Actor
 from app.services.sessions import Principal
-from tests.conftest import TEST_PASSWORD, Account
+from tests.conftest import TEST_PASSWORD, Account, add_tasks
 from tests.conftest import test_settings as settings_for
 from tests.reliability.helpers import side_app
 
@@ -47,24 +45,6 @@ def make_app(app: APIFlask) -> Iterator[MakeApp]:
             return stack.enter_context(side_app(settings_for(url, **overrides)))
 
         yield _make
-
-
-def add_tasks(app: APIFlask, owner: Account, count: int, description: str) -> None:
-    with app.app_context():
-        now = utcnow()
-        db.session.add_all(
-            Task(
-                task_name=f"task {n}",
-                description=description,
-                status=TaskStatus.ACTIVE,
-                priority=TaskPriority.MEDIUM,
-                created_by_id=owner.id,
-                created_at=now,
-                updated_at=now,
-            )
-            for n in range(count)
-        )
-        db.session.commit()
 
 
 # --- the cache's size bound ----------------------------------------------------------------
