@@ -55,15 +55,13 @@ def link_header(pagination: Pagination, args: dict[str, str], base_url: str) -> 
         targets["prev"] = min(pagination.page - 1, last)
     if pagination.page < last:
         targets["next"] = pagination.page + 1
-    # The other parameters are encoded once; `page` keeps its place among them (else comes last).
-    params = {**args, "page": ""}
-    encoded = [urlencode({name: value}) for name, value in params.items()]
-    at = list(params).index("page")
-    links = []
-    for rel, page in targets.items():
-        encoded[at] = f"page={page}"
-        links.append(f'<{base_url}?{"&".join(encoded)}>; rel="{rel}"')
-    return ", ".join(links)
+    return ", ".join(link(base_url, args, "page", page, rel) for rel, page in targets.items())
+
+
+def link(base_url: str, args: dict[str, str], name: str, value: object, rel: str) -> str:
+    """One link: the request's parameters (`args`) with `name` set to `value`, in its place
+    (else last), so that the link asks the same question."""
+    return f'<{base_url}?{urlencode({**args, name: value})}>; rel="{rel}"'
 
 
 def links_base() -> str:
@@ -76,15 +74,8 @@ def links_base() -> str:
 
 def paginated(pagination: Pagination) -> tuple[dict[str, Any], int, dict[str, str]]:
     """A page's body and its Link header for the current request."""
-    link = link_header(pagination, request.args.to_dict(), links_base())
-    return page_body(pagination), 200, {"Link": link}
-
-
-def next_cursor_link(next_cursor: str, args: dict[str, str], base_url: str) -> str:
-    """The `next` link of a cursor page: the request's parameters (`args`) with `cursor` set to
-    the next page's (in its place, else last), so the link asks the same question."""
-    params = {**args, "cursor": next_cursor}
-    return f'<{base_url}?{urlencode(params)}>; rel="next"'
+    links = link_header(pagination, request.args.to_dict(), links_base())
+    return page_body(pagination), 200, {"Link": links}
 
 
 def cursor_paginated(
@@ -94,4 +85,5 @@ def cursor_paginated(
     body = {"items": items, "next_cursor": next_cursor}
     if next_cursor is None:
         return body, 200, {}
-    return body, 200, {"Link": next_cursor_link(next_cursor, request.args.to_dict(), links_base())}
+    next_link = link(links_base(), request.args.to_dict(), "cursor", next_cursor, "next")
+    return body, 200, {"Link": next_link}
