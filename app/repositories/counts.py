@@ -58,14 +58,16 @@ def bounded_count(rows: Select[Any], exact_up_to: int) -> Total:
     `exact_up_to` rows can cost as much as the whole list (a bitmap of a common search term's
     million matches is built before the first row is counted), and the answer would be the
     estimate anyway."""
-    postgresql = db.engine.dialect.name == "postgresql"
-    planned = _planned_rows(rows) if postgresql else 0
+    if db.engine.dialect.name != "postgresql":  # no estimate to fall back on
+        return Total(_counted(rows))
+    planned = _planned_rows(rows)
     if planned > ESTIMATE_ONLY_ABOVE * exact_up_to:
         return Total(planned, estimated=True)
-    capped = rows.limit(exact_up_to + 1).subquery()
-    seen = db.session.scalar(select(func.count()).select_from(capped)) or 0
+    seen = _counted(rows.limit(exact_up_to + 1))
     if seen <= exact_up_to:
         return Total(seen)
-    if not postgresql:
-        return Total(db.session.scalar(select(func.count()).select_from(rows.subquery())) or 0)
     return Total(max(planned, seen), estimated=True)
+
+
+def _counted(rows: Select[Any]) -> int:
+    return db.session.scalar(select(func.count()).select_from(rows.subquery())) or 0
