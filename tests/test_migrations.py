@@ -29,7 +29,6 @@ TASK_FILTER_COLUMNS = (
     "assigned_user_id",
     "created_by_id",
     "created_at",
-    "deleted_at",
     "due_date",
 )
 # Foreign keys and other lookup columns that need an index of their own.
@@ -107,7 +106,9 @@ def _assert_full_schema(inspector: Inspector) -> None:
     missing = [c for c in TASK_FILTER_COLUMNS if c not in task_indexed]
     assert not missing, f"task_manager columns without an index: {missing}"
     composite = {tuple(ix["column_names"]) for ix in inspector.get_indexes("task_manager")}
-    assert ("deleted_at", "created_at") in composite
+    # A user's tasks in the list's default order (migration 0010).
+    assert ("assigned_user_id", "created_at", "id") in composite
+    assert ("created_by_id", "created_at", "id") in composite
 
     for table, columns in OTHER_INDEXED_COLUMNS.items():
         indexed = _leading_index_columns(inspector, table)

@@ -71,15 +71,14 @@ class Task(Model):
     priority: Mapped[TaskPriority] = mapped_column(
         string_enum(TaskPriority, "task_priority"), default=TaskPriority.MEDIUM
     )
+    # Both indexed with created_at below.
     assigned_user_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), index=True
+        ForeignKey("users.id", ondelete="SET NULL")
     )
-    created_by_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="RESTRICT"), index=True
-    )
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     due_date: Mapped[date | None] = mapped_column(Date)  # indexed with id below
     # Incremented by every UPDATE (optimistic locking): the task's ETag, and a concurrent write
     # that read an older version fails instead of overwriting (StaleDataError).
@@ -104,8 +103,23 @@ class Task(Model):
     __mapper_args__ = {"version_id_col": version}
 
     __table_args__ = (
-        # The default listing: live tasks, newest first.
-        Index("ix_task_manager_deleted_at_created_at", "deleted_at", "created_at"),
+        # A user's tasks (assigned to them, or created by them and not assigned to them) in the
+        # list's default order, each set one range that a page stops in; live ones told apart on
+        # the index. They also serve the foreign keys' look-ups and the assigned_user filter.
+        Index(
+            "ix_task_manager_assigned_user_id_created_at_id",
+            "assigned_user_id",
+            "created_at",
+            "id",
+            postgresql_include=["deleted_at"],
+        ),
+        Index(
+            "ix_task_manager_created_by_id_created_at_id",
+            "created_by_id",
+            "created_at",
+            "id",
+            postgresql_include=["deleted_at", "assigned_user_id"],
+        ),
         # A list page's ids read from the index alone, OFFSET included (task_rows_page): live tasks
         # in either order the list is sorted by, with the columns it filters on.
         *(

@@ -55,8 +55,6 @@ class TaskLogEntry(Model):
     __table_args__ = (
         # The loader's conflict target, and the per-task history index (task_id first).
         UniqueConstraint("task_id", "log_date", name="uq_task_logger_task_id_log_date"),
-        # One day's rows in id order.
-        Index("ix_task_logger_log_date_id", "log_date", "id"),
         # The date view: one day in the task list's order (created_at, then id), walked in
         # either direction, so a page stops after OFFSET + LIMIT entries instead of sorting
         # the whole day.

@@ -12,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ClauseElement, Executable, Select, func, select
+from sqlalchemy import ClauseElement, CompoundSelect, Executable, Select, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.extensions import db
+
+# A SELECT of the rows to count, or a UNION ALL of disjoint ones.
+Rows = Select[Any] | CompoundSelect[Any]
 
 
 class ExplainJson(Executable, ClauseElement):
@@ -24,7 +27,7 @@ class ExplainJson(Executable, ClauseElement):
 
     inherit_cache = False
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Rows) -> None:
         self.statement = statement
 
 
@@ -44,12 +47,12 @@ class Total:
     estimated: bool = False
 
 
-def _planned_rows(rows: Select[Any]) -> int:
+def _planned_rows(rows: Rows) -> int:
     plan = db.session.execute(ExplainJson(rows)).scalar_one()
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-def bounded_count(rows: Select[Any], exact_up_to: int) -> Total:
+def bounded_count(rows: Rows, exact_up_to: int) -> Total:
     """The number of rows `rows` (a SELECT of the matching rows) returns: exact when at most
     `exact_up_to` (reading at most one more than that), else PostgreSQL's estimate (never below
     the rows it counted).
@@ -69,5 +72,5 @@ def bounded_count(rows: Select[Any], exact_up_to: int) -> Total:
     return Total(max(planned, seen), estimated=True)
 
 
-def _counted(rows: Select[Any]) -> int:
+def _counted(rows: Rows) -> int:
     return db.session.scalar(select(func.count()).select_from(rows.subquery())) or 0

@@ -464,7 +464,7 @@ def log_entries_after(
             *_log_only_conditions(log_date, scope, filters)
         )
         page = keyset_rows(
-            base,
+            [base],
             lambda stmt: stmt.order_by(*_log_order(sort)),
             _LOG_SORT_COLUMNS,
             sort,
@@ -476,7 +476,7 @@ def log_entries_after(
     else:
         base = _joined(select(TaskLogEntry.id.label("row_id")), log_date, scope, filters)
         page = keyset_rows(
-            base, lambda stmt: ordered(stmt, sort), SORTABLE_COLUMNS, sort, position, limit
+            [base], lambda stmt: ordered(stmt, sort), SORTABLE_COLUMNS, sort, position, limit
         )
         found = TaskLogEntry.id == page.c.row_id
     stmt = (
@@ -485,7 +485,6 @@ def log_entries_after(
         .join(TaskLogEntry.task)
         .options(contains_eager(TaskLogEntry.task))  # the task rides along
         .order_by(*keyset_order(page, sort))
-        .limit(limit)
     )
     return [(row[0], tuple(row[1:])) for row in db.session.execute(stmt)]
 

@@ -13,6 +13,7 @@ from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    CompoundSelect,
     Date,
     Integer,
     Select,
@@ -100,6 +101,25 @@ def scoped(stmt: Select[Any], scope: TaskScope) -> Select[Any]:
     return stmt.where(*_scope_conditions(scope.include_deleted, scope.owner_id))
 
 
+def scope_parts(stmt: Select[Any], scope: TaskScope) -> list[Select[Any]]:
+    """`scoped(stmt, scope)` as disjoint selects whose rows together are its rows, each one range
+    of an index in the list's default order. A user's scope is two: the tasks assigned to them
+    (ix_task_manager_assigned_user_id_created_at_id), and those they created and are not
+    assigned to them (ix_task_manager_created_by_id_created_at_id, which holds the assignee).
+    Their OR would be a BitmapOr of both, every one of the user's tasks read and sorted before
+    the first page: a cost that grows with the user's tasks."""
+    live = [] if scope.include_deleted else [Task.deleted_at.is_(None)]
+    owner = scope.owner_id
+    if owner is None:
+        return [stmt.where(*live)]
+    return [
+        stmt.where(*live, Task.assigned_user_id == owner),
+        stmt.where(
+            *live, Task.created_by_id == owner, Task.assigned_user_id.is_distinct_from(owner)
+        ),
+    ]
+
+
 def _bound_owner(owned: bool) -> BindParameter[int] | None:
     """The owner of a scope as a bound `:owner_id`, for statements built once per shape."""
     return bindparam("owner_id", type_=Integer) if owned else None
@@ -180,20 +200,40 @@ def ordered(stmt: Select[Any], sort: tuple[tuple[str, bool], ...]) -> Select[Any
 
 def count_tasks(scope: TaskScope, filters: TaskFilters, exact_up_to: int) -> Total:
     """How many tasks the list holds: exact up to `exact_up_to`, estimated above."""
-    return bounded_count(filtered(scoped(select(Task.id), scope), filters), exact_up_to)
+    parts = [filtered(part, filters) for part in scope_parts(select(Task.id), scope)]
+    rows: Select[Any] | CompoundSelect[Any] = parts[0] if len(parts) == 1 else union_all(*parts)
+    return bounded_count(rows, exact_up_to)
+
+
+def _page_rows(
+    scope: TaskScope,
+    filters: TaskFilters,
+    position: Sequence[Any] | None,
+    limit: int,
+    offset: int = 0,
+) -> Subquery:
+    """`keyset_rows` of the list: the page's ids (`row_id`) and sort keys."""
+    return keyset_rows(
+        [filtered(part, filters) for part in scope_parts(select(Task.id.label("row_id")), scope)],
+        lambda stmt: ordered(stmt, filters.sort),
+        SORTABLE_COLUMNS,
+        filters.sort,
+        position,
+        limit,
+        offset,
+    )
 
 
 def tasks_page(scope: TaskScope, filters: TaskFilters, offset: int, limit: int) -> list[Task]:
     """One page of the list. The page's ids are found first and only those rows read: finding
     them walks (and skips OFFSET) entries of an index that covers the common lists (live tasks,
     status and priority filters, created_at or id order), never the table's rows."""
-    page_ids = (
-        ordered(filtered(scoped(select(Task.id), scope), filters), filters.sort)
-        .offset(offset)
-        .limit(limit)
-        .subquery()
+    page = _page_rows(scope, filters, None, limit, offset)
+    stmt = (
+        select(Task)
+        .join(page, Task.id == page.c.row_id)
+        .order_by(*keyset_order(page, filters.sort))
     )
-    stmt = ordered(select(Task).join(page_ids, Task.id == page_ids.c.id), filters.sort)
     return list(db.session.scalars(stmt))
 
 
@@ -321,37 +361,49 @@ def _key_columns(columns: Mapping[str, Any], sort: SortTerms) -> list[ColumnElem
 
 
 def keyset_rows(
-    base: Select[Any],
+    bases: Sequence[Select[Any]],
     order: Callable[[Select[Any]], Select[Any]],
     columns: Mapping[str, Any],
     sort: SortTerms,
     position: Sequence[Any] | None,
     limit: int,
+    offset: int = 0,
 ) -> Subquery:
-    """The first `limit` rows of `base` after `position` (None: from the start), as a subquery
-    of base's columns and the rows' sort keys (KEY_LABEL), in no order (see `keyset_order`).
+    """Rows `offset` to `offset + limit` of `bases` (disjoint selects, together the list) after
+    `position` (None: from the start), as a subquery of their columns and the rows' sort keys
+    (KEY_LABEL); a select of it has them in no order (see `keyset_order`).
 
-    `base` selects what identifies a row, scoped and filtered; `order` orders a select by the
-    sort. Each condition of `after_position` is read as `WHERE <scope, filters> AND <condition>
-    ORDER BY <sort> LIMIT :limit`: one range of an index, which stops after `limit` rows.
-    One OR of them would not: an index in the sort's order serves a mixed-direction or nullable
-    order's OR only as a filter, walking every row before the position (all of them for a
-    nullable first key, whose NULLs are a range of their own). With several conditions the
-    page is the first `limit` of their rows (UNION ALL), at most `limit` for each."""
+    Each base selects what identifies a row, scoped and filtered; `order` orders a select by the
+    sort. Each base with each condition of `after_position` is read as `WHERE <base's> AND
+    <condition> ORDER BY <sort> LIMIT :offset + :limit`: one range of an index, which stops
+    after that many rows. One OR of them would not: an index in the sort's order serves a
+    mixed-direction or nullable order's OR only as a filter, walking every row before the
+    position (all of them for a nullable first key, whose NULLs are a range of their own). With
+    several parts the page is taken from their rows (UNION ALL), at most offset + limit of each,
+    sorted (a few rows).
+    """
     keys = [
         column.label(KEY_LABEL.format(n)) for n, column in enumerate(_key_columns(columns, sort))
     ]
-    selected = base.add_columns(*keys)
-    if position is None:
-        return order(selected).limit(limit).subquery("page")
+    conditions = [None] if position is None else after_position(columns, sort, position)
     parts = [
-        order(selected.where(condition)).limit(limit)
-        for condition in after_position(columns, sort, position)
+        order(base.add_columns(*keys).where(*([] if condition is None else [condition])))
+        for base in bases
+        for condition in conditions
     ]
     if len(parts) == 1:
-        return parts[0].subquery("page")
+        return parts[0].offset(offset or None).limit(limit).subquery("page")
     # Each part as a subquery of its own: SQLite takes no ORDER BY or LIMIT in a UNION's parts.
-    return union_all(*(select(part.subquery()) for part in parts)).subquery("page")
+    candidates = union_all(
+        *(select(part.limit(offset + limit).subquery()) for part in parts)
+    ).subquery("candidates")
+    return (
+        select(candidates)
+        .order_by(*keyset_order(candidates, sort))
+        .offset(offset or None)
+        .limit(limit)
+        .subquery("page")
+    )
 
 
 def keyset_keys(page: Subquery, sort: SortTerms) -> list[ColumnElement[Any]]:
@@ -374,19 +426,11 @@ def tasks_after(
     """Up to `limit` tasks of the list after `position` (None: from the start), in the list's
     order, each with its own position: no OFFSET, no count. As `tasks_page`, the page's ids (and
     keys) are found first, on an index, and only those rows read."""
-    page = keyset_rows(
-        filtered(scoped(select(Task.id.label("row_id")), scope), filters),
-        lambda stmt: ordered(stmt, filters.sort),
-        SORTABLE_COLUMNS,
-        filters.sort,
-        position,
-        limit,
-    )
+    page = _page_rows(scope, filters, position, limit)
     stmt = (
         select(Task, *keyset_keys(page, filters.sort))
         .join(page, Task.id == page.c.row_id)
         .order_by(*keyset_order(page, filters.sort))
-        .limit(limit)
     )
     return [(row[0], tuple(row[1:])) for row in db.session.execute(stmt)]
 

@@ -328,6 +328,25 @@ def test_a_users_walk_sees_only_their_tasks(
     assert walk(client, headers, limit=5, sort=sort) == expected
 
 
+@pytest.mark.parametrize("sort", ["-created_at", "created_at", "task_name", "priority,-due_date"])
+def test_a_users_numbered_pages_split_their_list(
+    client: FlaskClient, login: Login, catalogue: Catalogue, sort: str
+) -> None:
+    """A user's page is read from two index ranges (assigned to them; created by them and not
+    assigned to them): each page holds per_page of their tasks, and the pages are their list."""
+    headers = login(catalogue.alice)
+    expected = numbered(client, headers, sort=sort)
+    per_page, paged = 4, []
+    for page in range(1, len(expected) // per_page + 2):
+        query = {"sort": sort, "per_page": per_page, "page": page}
+        response = client.get("/tasks", query_string=query, headers=headers)
+        assert response.status_code == 200, response.json
+        items = [item["id"] for item in response.json["items"]]
+        assert len(items) == min(per_page, len(expected) - per_page * (page - 1)), page
+        paged += items
+    assert paged == expected
+
+
 def test_a_cursor_replayed_by_another_caller_shows_only_what_they_may_see(
     client: FlaskClient, login: Login, catalogue: Catalogue, moderator: Account
 ) -> None:
@@ -794,10 +813,11 @@ def test_a_cursor_page_is_one_query_with_limit_plus_one_without_offset_or_count(
     assert len(pages) == 1, served
     [(page, parameters)] = pages
     assert "count(" not in page.lower()
-    # Each range of the position's successors, and the page: the page's size and one row more.
+    # Each range of the position's successors, and of several ranges the page: the page's size
+    # and one row more.
     assert page.count("UNION ALL") == ranges - 1
     limits = _limits(page, parameters)
-    assert [limit for limit, _ in limits] == [6] * (ranges + 1)
+    assert [limit for limit, _ in limits] == [6] * (ranges + 1 if ranges > 1 else 1)
     # SQLAlchemy's SQLite dialect follows every LIMIT with OFFSET 0; nothing is skipped.
     assert {offset for _, offset in limits} <= {None, 0}
 

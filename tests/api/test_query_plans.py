@@ -397,3 +397,33 @@ def _searched(filters: TaskFilters, scope: TaskScope, **settings: str) -> tuple[
     ).all()
     db.session.rollback()
     return found, _index_names(explained["Plan"])
+
+
+OWNER_INDEXES = frozenset(
+    {
+        "ix_task_manager_assigned_user_id_created_at_id",
+        "ix_task_manager_created_by_id_created_at_id",
+    }
+)
+
+
+@pytest.mark.parametrize("sort", ["-created_at", "created_at"])
+def test_a_users_first_page_is_read_from_the_owner_indexes(
+    app: APIFlask, client: FlaskClient, seeded: Seeded, sort: str
+) -> None:
+    """A user's list in the default order is two index ranges (tasks assigned to them, tasks they
+    created and are not assigned to them), each stopped after a page: not a BitmapOr of every
+    one of the user's tasks sorted, whose cost grows with the user's tasks (at 10 million tasks
+    the planner chooses it, and here it would walk the list's created_at index instead)."""
+    per_page = 5
+    query = {"sort": sort, "per_page": per_page}
+    statements = _statements_of(app, client, seeded.headers["alice"], query)
+    pages = [s for s in statements if not s[0].lstrip().lower().startswith("select count(")]
+    [(statement, parameters)] = pages
+    with app.app_context():
+        measured = _plan(statement, parameters, analyze=True)
+    assert _index_names(measured) >= OWNER_INDEXES
+    # About a page from each range (a row more to close a run of equal created_at, and in the
+    # creator's range the tasks also assigned to the user, skipped), and the page's rows: not
+    # the user's hundreds of tasks.
+    assert _rows_read(measured) <= 4 * per_page
