@@ -11,7 +11,7 @@ from flask import current_app
 from app.models.enums import LoaderRunState
 from app.models.task_log import LoaderRun
 from app.models.types import utcnow
-from app.repositories import task_logs as log_repo
+from app.repositories import loader as loader_repo
 from app.services import jobs as job_service
 from app.services import loader
 
@@ -23,7 +23,7 @@ def _run_of_job(job_id: str, log_date: date) -> LoaderRun | None:
     its worker died before acking it (acks_late), possibly half-way through queueing the chunks:
     the run it started is then completed, instead of a second run of the day superseding it (and
     the job reading as failed although its day gets logged)."""
-    for run in log_repo.runs_for_job(job_id):
+    for run in loader_repo.runs_for_job(job_id):
         if run.log_date == log_date and run.state != LoaderRunState.FAILED:
             return run
     return None

@@ -60,7 +60,7 @@ class LoaderCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         from app.extensions import db
-        from app.repositories.task_logs import loader_totals
+        from app.repositories.loader import loader_totals
 
         try:
             rows_logged, last_success = loader_totals()

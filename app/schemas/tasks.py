@@ -21,7 +21,7 @@ from pydantic import (
 
 from app.models import AuditAction, TaskPriority, TaskStatus
 from app.models.types import MAX_ID
-from app.repositories.tasks import SORTABLE_COLUMNS
+from app.repositories.task_order import SORTABLE_COLUMNS
 from app.schemas.common import CursorMeta, Output, PageMeta, PageOrCursorQuery, StrictInput
 from app.services.tasks import DeletedFilter
 

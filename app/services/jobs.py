@@ -16,7 +16,7 @@ from app.models.enums import JobState, LoaderRunState
 from app.models.job import Job
 from app.models.types import utcnow
 from app.repositories import jobs as job_repo
-from app.repositories import task_logs as log_repo
+from app.repositories import loader as loader_repo
 from app.services.actor import Actor
 from app.services.context import celery, settings
 from app.services.errors import NotFound, ServiceUnavailable
@@ -106,7 +106,7 @@ def job_status(job_id: str, viewer: Actor) -> dict[str, Any]:
         "runs": [],
     }
     if job.kind == DAILY_LOG:
-        runs = log_repo.runs_for_job(job.id)
+        runs = loader_repo.runs_for_job(job.id)
         status["runs"] = runs
         if runs and job.state != JobState.FAILED:
             states = {run.state for run in runs}

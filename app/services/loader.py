@@ -28,7 +28,7 @@ from app.extensions import db
 from app.models.enums import LoaderRunState
 from app.models.task_log import LoaderChunk, LoaderRun
 from app.models.types import utcnow
-from app.repositories import task_logs as log_repo
+from app.repositories import loader as loader_repo
 from app.services.context import settings
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,9 @@ def start_run(log_date: date, trigger: str, job_id: str | None = None) -> Loader
     """Record a run for `log_date` with its chunk plan; its chunks are then run by workers or
     inline. A run with nothing to log succeeds at once."""
     chunk_size = settings().loader_chunk_size
-    first_id, last_id, eligible = log_repo.active_task_id_bounds()
+    first_id, last_id, eligible = loader_repo.active_task_id_bounds()
     chunks = plan_chunks(first_id, last_id, chunk_size)
-    run = log_repo.add_run(
+    run = loader_repo.add_run(
         LoaderRun(
             log_date=log_date,
             trigger=trigger,
@@ -100,27 +100,27 @@ def run_chunk(run_id: int, chunk_no: int) -> int | None:
                 "chunk %s/%s hit a transient error, retrying: %s", run_id, chunk_no, exc.orig
             )
             time.sleep(0.05 * attempt)
-    run = log_repo.get_run(run_id)
+    run = loader_repo.get_run(run_id)
     if run is not None:
         _finish_if_complete(run)
     return rows
 
 
 def _run_chunk_once(run_id: int, chunk_no: int) -> int | None:
-    run = log_repo.get_run(run_id)
-    if run is None or not log_repo.is_open(run):  # finished, or failed for real
+    run = loader_repo.get_run(run_id)
+    if run is None or not loader_repo.is_open(run):  # finished, or failed for real
         db.session.rollback()
         return None
     log_date = run.log_date
     now = utcnow()
-    chunk = log_repo.claim_chunk(run_id, chunk_no, now)
+    chunk = loader_repo.claim_chunk(run_id, chunk_no, now)
     if chunk is None:
         db.session.rollback()
         return None
-    rows = log_repo.log_active_tasks_in_range(
+    rows = loader_repo.log_active_tasks_in_range(
         log_date, chunk.first_task_id, chunk.last_task_id, now
     )
-    log_repo.record_chunk_rows(run_id, chunk_no, rows)
+    loader_repo.record_chunk_rows(run_id, chunk_no, rows)
     if rows:  # cached answers of that day's log view are stale once this commits
         invalidate_on_commit([date_generation(log_date.isoformat())])
     db.session.commit()
@@ -129,8 +129,8 @@ def _run_chunk_once(run_id: int, chunk_no: int) -> int | None:
 
 def _finish_if_complete(run: LoaderRun) -> None:
     now = utcnow()
-    if log_repo.finish_run_if_complete(run.id, now):
-        log_repo.supersede_older_runs(run, now)
+    if loader_repo.finish_run_if_complete(run.id, now):
+        loader_repo.supersede_older_runs(run, now)
         db.session.commit()
         db.session.refresh(run)
         log.info(
@@ -145,7 +145,7 @@ def _finish_if_complete(run: LoaderRun) -> None:
 
 
 def fail_run(run_id: int, error: str) -> None:
-    log_repo.fail_run(run_id, error, utcnow())
+    loader_repo.fail_run(run_id, error, utcnow())
     db.session.commit()
 
 
@@ -159,18 +159,18 @@ class ChunkProgress:
 
 def running_run(log_date: date) -> LoaderRun | None:
     """The latest run of the day that is still running, if any."""
-    return log_repo.latest_running_run(log_date)
+    return loader_repo.latest_running_run(log_date)
 
 
 def is_stalled(run: LoaderRun) -> bool:
     """No chunk finished for `loader_stall_minutes`: its workers died and its chunk jobs were
     lost (a broker can drop a message taken by a worker killed at the wrong moment)."""
-    quiet_for = utcnow() - log_repo.last_progress_at(run)
+    quiet_for = utcnow() - loader_repo.last_progress_at(run)
     return quiet_for > timedelta(minutes=settings().loader_stall_minutes)
 
 
 def pending_chunks(run_id: int) -> list[int]:
-    return log_repo.pending_chunk_numbers(run_id)
+    return loader_repo.pending_chunk_numbers(run_id)
 
 
 def run_inline(
@@ -183,7 +183,7 @@ def run_inline(
     run = start_run(log_date, trigger, job_id)
     run_id = run.id
     logged = 0
-    pending = log_repo.pending_chunk_numbers(run_id)
+    pending = loader_repo.pending_chunk_numbers(run_id)
     total = run.chunks_total
     for done, chunk_no in enumerate(pending, start=1):
         try:
@@ -194,7 +194,7 @@ def run_inline(
             raise
         if on_progress is not None:
             on_progress(ChunkProgress(run, done, total, logged))
-    finished = log_repo.get_run(run_id)
+    finished = loader_repo.get_run(run_id)
     assert finished is not None
     db.session.refresh(finished)
     return finished
@@ -207,13 +207,13 @@ def dates_to_log(today: date, requested: date | None = None) -> list[date]:
     A gap before a later success (e.g. a day logged by hand) is filled too."""
     if requested is not None:
         return [requested]
-    first_logged = log_repo.first_succeeded_log_date()
+    first_logged = loader_repo.first_succeeded_log_date()
     if first_logged is None or first_logged > today:
         return [today]
     max_days = settings().loader_max_catchup_days
     first = max(first_logged + timedelta(days=1), today - timedelta(days=max_days - 1))
     if first > today:
         return []
-    done = log_repo.succeeded_dates_between(first, today)
+    done = loader_repo.succeeded_dates_between(first, today)
     span = (today - first).days + 1
     return [d for d in (first + timedelta(days=i) for i in range(span)) if d not in done]

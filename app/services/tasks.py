@@ -14,8 +14,10 @@ from app.cache.invalidation import list_generations
 from app.extensions import db
 from app.models import AuditAction, Role, Task, TaskPriority, TaskStatus
 from app.models.types import utcnow
+from app.repositories import keyset
 from app.repositories import tasks as task_repo
 from app.repositories import users as user_repo
+from app.repositories.task_order import SortTerms
 from app.repositories.tasks import TaskFilters, TaskScope
 from app.services.actor import Actor
 from app.services.context import settings
@@ -254,15 +256,13 @@ def list_tasks(
     return result
 
 
-def keyset_position(
-    sort: tuple[tuple[str, bool], ...], after: Sequence[Any] | None
-) -> tuple[Any, ...] | None:
+def keyset_position(sort: SortTerms, after: Sequence[Any] | None) -> tuple[Any, ...] | None:
     """The position a client sent back (`cursor`) as this sort's key values. One that cannot be
     this sort's (a cursor of another version) is refused like any cursor that is not readable."""
     if after is None:
         return None
     try:
-        return task_repo.keyset_position(sort, after)
+        return keyset.keyset_position(sort, after)
     except ValueError as exc:
         message = "the cursor does not fit this list's sort; start again without it"
         raise UnreadableInput(message, errors={"cursor": [str(exc)]}, location="query") from exc

@@ -29,6 +29,7 @@ from app.api.cursors import CURSOR_SALT, issue_cursor, question_digest, read_cur
 from app.cache.store import GLOBAL_GENERATION
 from app.extensions import db
 from app.models import Role, Task, TaskPriority, TaskStatus
+from app.repositories import keyset
 from app.repositories import task_logs as log_repo
 from app.repositories import tasks as task_repo
 from app.repositories.tasks import TaskFilters, TaskScope
@@ -597,7 +598,7 @@ def test_the_longest_cursor_fits_the_limit_and_round_trips_its_keys(
         values = read_cursor(issue_cursor(position, question), question)
     assert values == [*position[:4], "inactive", 3, 2**31 - 1]
     assert [type(v) for v in values[:4]] == [str, date, type(None), datetime]
-    restored = task_repo.keyset_position(
+    restored = keyset.keyset_position(
         (
             ("task_name", False),
             ("due_date", False),

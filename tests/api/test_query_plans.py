@@ -26,7 +26,8 @@ from sqlalchemy import event, insert, select, text
 from app.extensions import db
 from app.models import Role, Task, TaskPriority, TaskStatus
 from app.repositories import tasks as task_repo
-from app.repositories.tasks import SORTABLE_COLUMNS, TaskFilters, TaskScope
+from app.repositories.task_order import SORTABLE_COLUMNS
+from app.repositories.tasks import TaskFilters, TaskScope
 from app.services import loader
 from tests.conftest import Account
 
