@@ -16,8 +16,10 @@ Not run in CI (seeding 10M tasks takes minutes and several GB). Needs PostgreSQL
      own connection, without the app's statement timeout;
   2. the API as deployed (`python -m app.server`: granian, one worker per core) with the cache
      OFF (CACHE_ENABLED=false: every answer comes from the database, the worst case this
-     benchmark is about) and rate limits off; meanwhile a writer changes a random task every
-     --write-interval seconds (0.1) through the API, so lists are read right after writes;
+     benchmark is about; with --cache, ON in the Redis of --redis-url, a database number this
+     script may FLUSHDB, as deployed) and rate limits off; meanwhile a writer changes a random
+     task every --write-interval seconds (0.1) through the API, so lists are read right after
+     writes;
   3. each scenario with wrk (16 connections) until it has made at least --requests answers:
      (a) the first page as admin and as a user; (b) the first cursor page and a cursor page at
      depth min(5,000,000, N/2) (its cursor minted with the server's key for the row at that
@@ -47,11 +49,13 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bench.api import (
+    DEFAULT_REDIS,
     PASSWORD,
     Server,
     ServerSettings,
@@ -418,16 +422,18 @@ def run_size(url: str, tasks: int, args: argparse.Namespace, tmp: Path) -> SizeR
         log_day = str(conn.execute(text("SELECT max(log_date) FROM task_logger")).scalar_one())
     secret_key = secrets.token_hex(20)
     deep = deep_cursors(url, tasks, log_day, secret_key)
+    if args.cache:  # nothing cached for another size's database
+        redis.Redis.from_url(args.redis_url).flushdb()
     print(f"  deep pages: the list at depth {deep.depth:,}, the day at {deep.day_depth:,}")
     env = {
         "DATABASE_URL": url,
         "APP_ENV": "production",
         "SECRET_KEY": secret_key,
         "JWT_SECRET_KEY": secrets.token_hex(20),
-        "CACHE_ENABLED": "false",
+        "CACHE_ENABLED": "true" if args.cache else "false",
         "RATELIMIT_ENABLED": "false",
         "ACCESS_TOKEN_TTL_SECONDS": "3600",
-        "REDIS_URL": "",
+        "REDIS_URL": args.redis_url if args.cache else "",
         "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp / 'broker.sqlite'}",
     }
     settings = ServerSettings(args.workers, 1)
@@ -521,6 +527,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--write-interval", type=float, default=0.1)
     parser.add_argument("--only", default="", help="letters of the scenarios, e.g. 'a,c'")
+    parser.add_argument("--cache", action="store_true", help="serve with the response cache on")
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
     args = parser.parse_args()
     if shutil.which("wrk") is None:

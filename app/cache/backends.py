@@ -13,7 +13,6 @@ moved the counter past it. A random start meets an old value with odds of 2**-62
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -62,15 +61,6 @@ class CacheBackend(Protocol):
 
     def incr_many(self, keys: Sequence[str]) -> None:
         """Add 1 to each counter of `keys`, a missing one created first at a random value."""
-        ...
-
-    def claim(self, key: str, ttl_seconds: float) -> bool:
-        """Take `key` unless someone holds it (until `ttl_seconds` have passed): True if taken.
-        Atomic across every process sharing the store."""
-        ...
-
-    def release(self, key: str) -> None:
-        """Give up a claimed `key` before its time."""
         ...
 
     def ping(self) -> None: ...
@@ -209,18 +199,6 @@ class RedisBackend:
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
 
-    def claim(self, key: str, ttl_seconds: float) -> bool:
-        try:
-            return bool(self._client.set(key, b"1", nx=True, px=max(1, int(ttl_seconds * 1000))))
-        except redis.RedisError as exc:
-            raise CacheUnavailable(str(exc)) from exc
-
-    def release(self, key: str) -> None:
-        try:
-            self._client.delete(key)
-        except redis.RedisError as exc:
-            raise CacheUnavailable(str(exc)) from exc
-
     def ping(self) -> None:
         try:
             self._client.ping()
@@ -236,7 +214,6 @@ class MemoryBackend(_TwoStepLookup):
     def __init__(self, max_entries: int, max_ttl_seconds: int) -> None:
         self._entries: TTLCache[str, bytes] = TTLCache(maxsize=max_entries, ttl=max_ttl_seconds)
         self._counters: dict[str, int] = {}
-        self._claims: TTLCache[str, float] = TTLCache(maxsize=max_entries, ttl=max_ttl_seconds)
         self._lock = threading.Lock()
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -262,18 +239,6 @@ class MemoryBackend(_TwoStepLookup):
         with self._lock:
             for key in keys:
                 self._counters[key] = self._counter(key) + 1
-
-    def claim(self, key: str, ttl_seconds: float) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            if self._claims.get(key, 0.0) > now:
-                return False
-            self._claims[key] = now + ttl_seconds
-            return True
-
-    def release(self, key: str) -> None:
-        with self._lock:
-            self._claims.pop(key, None)
 
     def ping(self) -> None:
         return None
@@ -335,18 +300,6 @@ class DiskBackend(_TwoStepLookup):
         try:
             for key in keys:
                 self._counters.incr(key, default=counter_seed())
-        except diskcache.Timeout as exc:
-            raise CacheUnavailable(str(exc)) from exc
-
-    def claim(self, key: str, ttl_seconds: float) -> bool:
-        try:
-            return bool(self._entries.add(key, b"1", expire=ttl_seconds))
-        except diskcache.Timeout as exc:
-            raise CacheUnavailable(str(exc)) from exc
-
-    def release(self, key: str) -> None:
-        try:
-            self._entries.delete(key)
         except diskcache.Timeout as exc:
             raise CacheUnavailable(str(exc)) from exc
 

@@ -148,13 +148,6 @@ class ResponseCache:
         self._bump_failed_at = 0.0  # time.monotonic() of the last failed try of a write's bump
         self._replayer: threading.Thread | None = None  # retrying the owed global bump
         self._lock = threading.Lock()
-        self._work_locks = tuple(threading.Lock() for _ in range(64))
-
-    def local_lock(self, work: str) -> threading.Lock:
-        """A lock of this process for the work named `work` (one of a fixed set, by hash): the
-        threads about to do the same work take turns, and the later ones find it done. Other
-        processes coordinate through `claim`."""
-        return self._work_locks[hash(work) % len(self._work_locks)]
 
     # --- health ---------------------------------------------------------------------------
 
@@ -245,24 +238,6 @@ class ResponseCache:
     def set(self, key: str, value: bytes) -> None:
         try:
             self.backend.set(key, value, self.ttl_seconds)
-        except CacheUnavailable as exc:
-            self._failed(exc)
-
-    def claim(self, key: str, seconds: float) -> bool:
-        """Take the work named `key` for `seconds`, across processes: False if another holds
-        it. True when the store is unavailable (nobody can coordinate: everyone works)."""
-        if not self._available():
-            return True
-        try:
-            return self.backend.claim(key, seconds)
-        except CacheUnavailable as exc:
-            self._failed(exc)
-            return True
-
-    def release(self, key: str) -> None:
-        """Give up a claim (the work failed): the others need not wait for it any longer."""
-        try:
-            self.backend.release(key)
         except CacheUnavailable as exc:
             self._failed(exc)
 

@@ -3,11 +3,8 @@ cache, GETs in autocommit, pooled connections pinged only when idle."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from threading import Thread
 from typing import Any
 
 import pytest
@@ -17,11 +14,9 @@ from sqlalchemy import event, text
 
 from app.extensions import db
 from app.repositories import tasks as task_repo
-from app.repositories.counts import Total
-from app.services.pages import COUNT_CLAIM_SECONDS, counted
 from tests.conftest import Account
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import running_redis, side_app
+from tests.reliability.helpers import side_app
 
 Headers = dict[str, str]
 Login = Callable[[Account], Headers]
@@ -165,144 +160,3 @@ def test_a_connection_idle_past_the_threshold_is_pinged_and_replaced_if_dead(
 
         response = client.get("/me", headers=headers)  # reads the account: a query
         assert response.status_code == 200, response.json
-
-
-def test_threads_that_miss_the_same_list_read_it_once(
-    app: APIFlask, backend: str, admin: Account, login: Login, list_reads: list[str]
-) -> None:
-    if backend != "postgresql":
-        pytest.skip("concurrent readers: the PostgreSQL lane")
-    client = app.test_client()
-    headers = login(admin)
-    for n in range(3):
-        client.post("/task", json={"task_name": f"t{n}", "priority": "LOW"}, headers=headers)
-    list_reads.clear()
-    start = threading.Barrier(8)
-    totals: list[int] = []
-
-    def list_page(page: int) -> None:
-        start.wait()
-        response = app.test_client().get(f"/tasks?priority=LOW&page={page}", headers=headers)
-        totals.append(response.json["total"])
-
-    threads = [threading.Thread(target=list_page, args=(page,)) for page in range(1, 9)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-
-    assert totals == [3] * 8
-    assert list_reads == ["count_tasks"]
-
-
-@pytest.fixture
-def two_workers(app: APIFlask, tmp_path: Path) -> Iterator[tuple[APIFlask, APIFlask]]:
-    """Two apps sharing a throwaway redis-server, as two server workers share Redis."""
-    with running_redis(tmp_path) as server:
-        settings = settings_for(app.config["SQLALCHEMY_DATABASE_URI"], redis_url=server.url)
-        with side_app(settings) as first, side_app(settings) as second:
-            yield first, second
-
-
-def count_in(application: APIFlask, count: Callable[[], Total], into: dict[str, int]) -> Thread:
-    def run() -> None:
-        with application.app_context():
-            total = counted(WHAT, [GENERATION], count)
-            into[application.name + str(id(application))] = total.value
-
-    thread = Thread(target=run)
-    thread.start()
-    return thread
-
-
-WHAT, GENERATION = ("tasks", "user:1"), "gen:scope:user:1"
-
-
-def test_processes_that_miss_the_same_total_count_it_once(
-    two_workers: tuple[APIFlask, APIFlask],
-) -> None:
-    first, second = two_workers
-    counting, finish = threading.Event(), threading.Event()
-    calls: list[str] = []
-
-    def slow_count() -> Total:
-        calls.append("first")
-        counting.set()
-        finish.wait(10)
-        return Total(42)
-
-    def second_count() -> Total:
-        calls.append("second")
-        return Total(-1)
-
-    totals: dict[str, int] = {}
-    one = count_in(first, slow_count, totals)
-    assert counting.wait(10)
-    other = count_in(second, second_count, totals)
-    time.sleep(0.2)  # the second is waiting for the first's total by now
-    finish.set()
-    one.join(10)
-    other.join(10)
-
-    assert sorted(totals.values()) == [42, 42]
-    assert calls == ["first"]
-
-
-def test_a_waiting_process_counts_itself_when_a_write_makes_the_claimed_total_stale(
-    two_workers: tuple[APIFlask, APIFlask],
-) -> None:
-    first, second = two_workers
-    counting, finish = threading.Event(), threading.Event()
-
-    def slow_count() -> Total:
-        counting.set()
-        finish.wait(10)
-        return Total(42)
-
-    totals: dict[str, int] = {}
-    one = count_in(first, slow_count, totals)
-    assert counting.wait(10)
-    other = count_in(second, lambda: Total(43), totals)
-    time.sleep(0.1)
-    first.extensions["response_cache"].bump([GENERATION])  # a write while the first counts
-    finish.set()
-    one.join(10)
-    other.join(COUNT_CLAIM_SECONDS / 2)
-
-    # The second did not take the stale 42, nor wait for the claim to run out to count again.
-    assert not other.is_alive()
-    assert sorted(totals.values()) == [42, 43]
-
-
-def test_a_count_that_fails_hands_its_claim_to_a_waiting_process(
-    two_workers: tuple[APIFlask, APIFlask],
-) -> None:
-    first, second = two_workers
-    counting, fail = threading.Event(), threading.Event()
-    failures: list[str] = []
-
-    def failing_count() -> Total:
-        counting.set()
-        fail.wait(10)
-        raise RuntimeError("canceling statement due to statement timeout")
-
-    def in_first() -> None:
-        with first.app_context():
-            try:
-                counted(WHAT, [GENERATION], failing_count)
-            except RuntimeError:
-                failures.append("first")
-
-    one = Thread(target=in_first)
-    one.start()
-    assert counting.wait(10)
-    totals: dict[str, int] = {}
-    other = count_in(second, lambda: Total(7), totals)
-    time.sleep(0.1)
-    fail.set()
-    one.join(10)
-    other.join(COUNT_CLAIM_SECONDS / 2)
-
-    assert failures == ["first"]
-    assert not other.is_alive()  # it did not wait for the failed claim to run out
-    assert list(totals.values()) == [7]
