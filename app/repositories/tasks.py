@@ -32,6 +32,7 @@ from app.models import Task, TaskAuditEntry, TaskPriority, TaskStatus
 from app.repositories.counts import Total, bounded_count
 from app.repositories.keyset import keyset_keys, keyset_order, keyset_rows
 from app.repositories.task_order import SORTABLE_COLUMNS, SortTerms, ordered
+from app.repositories.write_lock import lock_sqlite_for_writing
 
 # Every id column is a 32-bit INTEGER: a larger id matches no row, and binding one overflows the
 # driver (SQLite) or the column type (PostgreSQL), so such ids are answered without a query.
@@ -235,22 +236,10 @@ def add_audit_entry(values: dict[str, Any]) -> None:
     db.session.execute(insert(table), values)
 
 
-def _lock_for_writing() -> None:
-    """SQLite has no row locks (it ignores FOR UPDATE): take the database's write lock instead,
-    with BEGIN IMMEDIATE, which holds off every other writer until this transaction ends
-    (readers go on: WAL). Without it, a write decided on a read could lose a race to another
-    writer that committed in between."""
-    connection = db.session.connection()
-    dbapi_connection: Any = connection.connection.dbapi_connection
-    if not dbapi_connection.in_transaction:  # a transaction that has written holds it already
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def get_task_for_update(task_id: int, scope: TaskScope) -> Task | None:
     """The visible task with its row locked in the session's transaction until it ends: a write
     decided on it cannot race another one."""
-    if db.engine.dialect.name == "sqlite":
-        _lock_for_writing()
+    lock_sqlite_for_writing()
     stmt = _visible_task_statement(scope.owner_id is not None, scope.include_deleted)
     # populate_existing: the row as locked, not an older copy the session may hold.
     locked = stmt.with_for_update().execution_options(populate_existing=True)

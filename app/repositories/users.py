@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import Role, User
+from app.repositories.write_lock import lock_sqlite_for_writing
 
 
 def get_user(user_id: int) -> User | None:
@@ -45,13 +46,20 @@ def page_users(page: int, per_page: int, role: Role | None, is_active: bool | No
     return db.paginate(stmt, page=page, per_page=per_page, error_out=False)
 
 
-def count_active_admins_for_update() -> int:
-    """Active admins, with their rows locked (PostgreSQL) so two demotions cannot race past the
-    last-admin rule."""
+def active_admin_ids_for_update() -> set[int]:
+    """The active admins' ids, locked until the transaction ends, so that two changes taking
+    admin rights away cannot race past the last-admin rule. PostgreSQL locks their rows (an
+    admin demoted by a transaction that committed meanwhile drops out of the answer). SQLite
+    ignores FOR UPDATE: the database's write lock is taken first (BEGIN IMMEDIATE), so the
+    answer is read after every other writer has committed and before any other can write."""
+    lock_sqlite_for_writing()
     ids = db.session.scalars(
-        select(User.id).where(User.role == Role.ADMIN, User.is_active.is_(True)).with_for_update()
+        select(User.id)
+        .where(User.role == Role.ADMIN, User.is_active.is_(True))
+        .order_by(User.id)  # one locking order for every transaction: no deadlock
+        .with_for_update()
     ).all()
-    return len(ids)
+    return set(ids)
 
 
 def count_users_by_role() -> dict[str, int]:

@@ -102,13 +102,15 @@ def admin_update_user(user_id: int, change: AdminUserChange) -> User:
     user = user_repo.get_user(user_id)
     if user is None:
         raise NotFound("user not found")
-    loses_admin = (
-        user.role == Role.ADMIN
-        and user.is_active
-        and ((change.role is not None and change.role != Role.ADMIN) or change.is_active is False)
-    )
-    if loses_admin and user_repo.count_active_admins_for_update() <= 1:
-        raise Conflict("cannot demote or deactivate the last active admin")
+    takes_rights_away = (
+        change.role is not None and change.role != Role.ADMIN
+    ) or change.is_active is False
+    if takes_rights_away:
+        # Decided on the admins as locked, not on `user` as read before the lock: a concurrent
+        # change (or a retry of this one) may have demoted or promoted the user meanwhile.
+        active_admins = user_repo.active_admin_ids_for_update()
+        if user.id in active_admins and len(active_admins) <= 1:
+            raise Conflict("cannot demote or deactivate the last active admin")
     if change.email is not None:
         user.email = change.email
     if change.role is not None:
