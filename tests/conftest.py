@@ -37,6 +37,7 @@ TABLES_CHILD_FIRST = (
     "loader_chunks",
     "loader_runs",
     "jobs",
+    "idempotency_keys",
     "task_logger",
     "refresh_tokens",
     "token_families",

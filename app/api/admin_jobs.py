@@ -8,6 +8,7 @@ from apiflask import APIBlueprint
 from flask import url_for
 
 from app.api.current_user import current_user
+from app.api.idempotency import IN_PROGRESS_RESPONSE, KEY_ERRORS, idempotent
 from app.extensions import token_auth
 from app.models import Role
 from app.schemas.task_logs import DailyLogJobIn, JobAccepted, JobOut
@@ -26,12 +27,21 @@ LOCATION_HEADER: Any = {"Location": {"description": "The job's status URL"}}
 @bp.post("/daily-log")
 @bp.auth_required(token_auth, roles=ADMIN_ONLY)
 @bp.input(DailyLogJobIn, arg_name="body")
+@idempotent(bp)
 @bp.output(JobAccepted, status_code=202, headers=LOCATION_HEADER)
 @bp.doc(
     summary="Run the daily task log now",
     description="Queues the loader for `date` (or today plus missed days). Idempotent: a day "
-    "already logged logs nothing twice.",
-    responses=[400, 401, 403, 422, 503],
+    "already logged logs nothing twice. A retry with the same `Idempotency-Key` gets the same "
+    "job instead of queueing another.",
+    responses={
+        400: "Bad Request",
+        401: "Authentication error",
+        403: "Forbidden",
+        409: IN_PROGRESS_RESPONSE,
+        422: "Some fields are invalid (see `errors`)" + KEY_ERRORS,
+        503: "The job queue is unavailable",
+    },
 )
 def start_daily_log(body: DailyLogJobIn) -> Any:
     job = job_service.start_daily_log_job(body.date, current_user())

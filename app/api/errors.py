@@ -23,6 +23,7 @@ DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
     domain.PermissionDenied: 403,
     domain.NotFound: 404,
     domain.Conflict: 409,
+    domain.RequestInProgress: 409,
     domain.PreconditionFailed: 412,
     domain.InvalidInput: 422,
     domain.ServiceUnavailable: 503,
@@ -99,6 +100,8 @@ def _from_domain(exc: domain.DomainError) -> tuple[dict[str, Any], int, Any]:
     status = DOMAIN_STATUS.get(type(exc), 400)
     errors = {exc.location: exc.errors} if exc.errors else None
     headers = {"WWW-Authenticate": 'Bearer realm="api"'} if status == 401 else {}
+    if isinstance(exc, domain.RequestInProgress):
+        headers["Retry-After"] = str(exc.retry_after_seconds)
     return error_body(status, exc.message, errors), status, headers
 
 

@@ -83,8 +83,23 @@ def add_security_headers(response: Response) -> Response:
     return response
 
 
-CORS_EXPOSE_HEADERS = ["ETag", "Link", "X-Cache", "X-Request-ID", "Location", "Retry-After"]
-CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"]
+CORS_EXPOSE_HEADERS = [
+    "ETag",
+    "Link",
+    "X-Cache",
+    "X-Request-ID",
+    "Location",
+    "Retry-After",
+    "Idempotent-Replayed",
+]
+CORS_ALLOW_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "If-Match",
+    "If-None-Match",
+    "X-Request-ID",
+    "Idempotency-Key",
+]
 
 
 def install_cors(app: Flask, origins: list[str]) -> None:

@@ -9,6 +9,7 @@ from flask import Response, jsonify, request, url_for
 from werkzeug.exceptions import UnsupportedMediaType
 
 from app.api.current_user import current_user
+from app.api.idempotency import IN_PROGRESS_RESPONSE, KEY_ERRORS, idempotent
 from app.extensions import token_auth
 from app.models import Role
 from app.models.types import utcnow
@@ -39,6 +40,7 @@ def _size(stream: Any) -> int:
 @bp.post("/upload-csv")
 @bp.auth_required(token_auth, roles=[Role.ADMIN.value, Role.MODERATOR.value])
 @bp.input(CsvUploadIn, location="form_and_files", arg_name="form")
+@idempotent(bp)
 @bp.output(ImportReportOut, description="Imported (a file under the job threshold)")
 @bp.doc(
     summary="Import tasks from a CSV file",
@@ -55,16 +57,20 @@ def _size(stream: Any) -> int:
         "password, at most CSV_MAX_NEW_ACCOUNTS_PER_FILE per file: rows naming further unknown "
         "assignees fail. Files over the job threshold answer 202 with a job to follow at "
         "`GET /admin/jobs/{job_id}`; the stored upload is deleted when the job ends, whatever "
-        "its outcome. Moderators and admins only."
+        "its outcome. Moderators and admins only. A retry with the same `Idempotency-Key` "
+        "and the same file and fields gets the first answer (the same report, or the same job) "
+        "without importing again."
     ),
     responses={
         202: "Queued as a background job: {job_id, state, status_url}",
         400: "Not a CSV file, or not UTF-8",
         401: "Authentication error",
         403: "Forbidden",
+        409: IN_PROGRESS_RESPONSE,
         413: "Over the upload limit (bytes)",
         415: "Not multipart/form-data",
-        422: "Missing or unknown header columns, more data rows than the limit, or no file",
+        422: "Missing or unknown header columns, more data rows than the limit, or no file"
+        + KEY_ERRORS,
         503: "The job queue is unavailable",
     },
 )

@@ -19,6 +19,7 @@ from app.api.caching import (
 )
 from app.api.current_user import current_user
 from app.api.cursors import issue_cursor, read_cursor
+from app.api.idempotency import IN_PROGRESS_RESPONSE, KEY_ERRORS, idempotent
 from app.api.pagination import Pagination, cursor_paginated, paginated
 from app.cache.invalidation import log_generations
 from app.cache.store import task_generation
@@ -147,11 +148,19 @@ def list_tasks(query: TaskListQuery) -> Any:
 @bp.post("/task")
 @bp.auth_required(token_auth)
 @bp.input(TaskCreateIn, arg_name="body")
+@idempotent(bp)
 @bp.output(TaskOut, status_code=201, headers=LOCATION_HEADER)
 @bp.doc(
     summary="Create a task",
-    description="A `user` can only assign a task to themselves.",
-    responses=[400, 401, 403, 422],
+    description="A `user` can only assign a task to themselves. Safe to retry with an "
+    "`Idempotency-Key`.",
+    responses={
+        400: "Bad Request",
+        401: "Authentication error",
+        403: "Forbidden",
+        409: IN_PROGRESS_RESPONSE,
+        422: "Some fields are invalid (see `errors`)" + KEY_ERRORS,
+    },
 )
 def create_task(body: TaskCreateIn) -> Any:
     task = task_service.create_task(current_user(), task_service.NewTask(**body.model_dump()))

@@ -47,3 +47,12 @@ class InvalidInput(DomainError):
 
 class ServiceUnavailable(DomainError):
     """A dependency (database, broker) is down; the client may retry later (503)."""
+
+
+class RequestInProgress(Conflict):
+    """Another request with the same `Idempotency-Key` is still being answered (409): the client
+    retries after `retry_after_seconds` and gets its answer."""
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
