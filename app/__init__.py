@@ -32,6 +32,7 @@ from app.extensions import db, migrate
 from app.jobs.celery_app import init_celery
 from app.observability.logging import configure_logging, install_request_logging
 from app.observability.metrics import install_metrics
+from app.repositories import log_partitions
 
 __version__ = "0.1.0"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -56,7 +57,12 @@ def create_app(settings: Settings | None = None) -> APIFlask:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
     database.install_connection_rules(app, settings.db_ping_idle_seconds)
-    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    migrate.init_app(
+        app,
+        db,
+        directory=str(MIGRATIONS_DIR),
+        include_name=log_partitions.compared_by_autogenerate,
+    )
 
     install_request_logging(app)  # first: every later hook and handler logs with the request id
     install_metrics(app, settings)

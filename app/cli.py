@@ -1,10 +1,11 @@
-"""flask commands: create-admin, load-daily."""
+"""flask commands: create-admin, load-daily, import-csv, logs prune."""
 
 from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from app.models import Role
 from app.models.types import utcnow
 from app.repositories import users as user_repo
 from app.schemas.users import Email, NewPassword, Username
-from app.services import accounts, csv_import, loader
+from app.services import accounts, csv_import, loader, log_retention
 from app.services.errors import Conflict, DomainError
 
 
@@ -146,7 +147,44 @@ def import_csv_command(path: Path, dry_run: bool, actor_name: str | None) -> Non
     click.echo(json.dumps(report.as_dict(), indent=2))
 
 
+class Days(click.ParamType[timedelta]):
+    """A span of whole days, written `180d`."""
+
+    name = "days"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, timedelta):
+            return value
+        match = re.fullmatch(r"(\d{1,5})d", str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a number of days such as 180d", param, ctx)
+        return timedelta(days=int(match[1]))
+
+
+@click.group("logs")
+def logs_group() -> None:
+    """The daily task log."""
+
+
+@logs_group.command("prune")
+@click.option(
+    "--older-than",
+    "older_than",
+    type=Days(),
+    required=True,
+    help="Remove the days logged before today (UTC) minus this span, e.g. 180d.",
+)
+@with_appcontext
+def prune_logs_command(older_than: timedelta) -> None:
+    """Remove old days of the task log: whole months on PostgreSQL (a partition dropped once
+    all of its days are older), rows on SQLite. Prints what it removed; safe at any time."""
+    report = log_retention.prune(older_than, utcnow().date())
+    for line in report.lines():
+        click.echo(line)
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(create_admin_command)
     app.cli.add_command(load_daily_command)
     app.cli.add_command(import_csv_command)
+    app.cli.add_command(logs_group)

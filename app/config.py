@@ -139,6 +139,8 @@ class Settings(BaseSettings):
     # The daily task loader.
     daily_log_time_utc: str = Field(default="00:05", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     loader_chunk_size: int = Field(default=50_000, gt=0)
+    # Days of task log kept: beat prunes older ones daily (`flask logs prune`); 0 keeps all.
+    log_retention_days: int = Field(default=0, ge=0)
     loader_max_catchup_days: int = Field(default=7, ge=1, le=366)
     loader_catchup_check_minutes: int = Field(default=15, ge=1, le=59)
     # A running run with no chunk done for this long is resumed by the next scheduled check.

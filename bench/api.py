@@ -61,6 +61,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ from sqlalchemy.engine import make_url
 
 from app.cache.store import ENTRY_KEY_PREFIX
 from app.services.pages import TOTALS
-from bench.common import DEFAULT_SERVER, throwaway_database
+from bench.common import DEFAULT_SERVER, make_log_partitions, throwaway_database
 from bench.ram_postgres import ram_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,6 +208,8 @@ def seed(url: str, tasks: int, users: int, log_days: int) -> Seeded:
 
         def task_log() -> None:
             with db.engine.begin() as conn:
+                today = conn.execute(text("SELECT current_date")).scalar_one()
+                make_log_partitions(conn, today - timedelta(days=log_days), today)
                 for back in range(log_days, 0, -1):
                     conn.execute(
                         text(

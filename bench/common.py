@@ -5,9 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
+
+from app.repositories.log_partitions import create_partition_sql, month_of, next_month
 
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -28,3 +31,13 @@ def throwaway_database(server_url: str, prefix: str = "mediaamp_bench") -> Itera
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
         print(f"dropped database {name}")
+
+
+def make_log_partitions(conn: Connection, first_day: date, last_day: date) -> None:
+    """task_logger's monthly partitions for the days from `first_day` to `last_day` (PostgreSQL,
+    migration 0012): the app's loader makes its own days' months, a benchmark's seeding SQL
+    does not."""
+    month = month_of(first_day)
+    while month <= last_day:
+        conn.execute(text(create_partition_sql(month, if_not_exists=True)))
+        month = next_month(month)

@@ -47,6 +47,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import redis
@@ -70,7 +71,7 @@ from bench.api import (
     start_server,
     stop_server,
 )
-from bench.common import DEFAULT_SERVER
+from bench.common import DEFAULT_SERVER, make_log_partitions
 
 TABLES = ("task_manager", "task_logger")
 RARE_TERM = "zebraquartz"  # in one task of RARE_EVERY
@@ -242,6 +243,9 @@ def seed(server_url: str, url: str, tasks: int, users: int, log_days: int) -> No
         engine, f"{users:,} users and an admin", SEED_USERS, {"hash": password_hash, "users": users}
     )
     timed(engine, f"{tasks:,} tasks", SEED_TASKS, {"tasks": tasks, "users": users})
+    with engine.connect() as conn:
+        today = conn.execute(text("SELECT current_date")).scalar_one()
+        make_log_partitions(conn, today - timedelta(days=log_days), today)
     for back in range(log_days, 0, -1):
         timed(engine, f"log of day -{back}", SEED_LOG, {"back": back})
     start = time.perf_counter()

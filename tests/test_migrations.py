@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,18 @@ from sqlalchemy import Inspector, inspect, text
 
 from app import MIGRATIONS_DIR, create_app
 from app.extensions import db
+from app.repositories import log_partitions
 from tests.conftest import ThrowawayPostgresDatabase, require_postgres
 from tests.conftest import test_settings as settings_for
 
-APP_TABLES = {"users", "task_manager", "task_audit", "token_families", "refresh_tokens"}
+APP_TABLES = {
+    "users",
+    "task_manager",
+    "task_audit",
+    "token_families",
+    "refresh_tokens",
+    "idempotency_keys",
+}
 # Every column the task list filters or sorts on must lead an index.
 TASK_FILTER_COLUMNS = (
     "status",
@@ -37,6 +46,7 @@ OTHER_INDEXED_COLUMNS = {
     "task_audit": ("task_id", "actor_id", "created_at"),
     "token_families": ("user_id",),
     "refresh_tokens": ("family_id", "user_id"),
+    "idempotency_keys": ("expires_at",),  # user_id leads its unique (user_id, key)
 }
 # (table, columns) -> (referred table, ON DELETE)
 EXPECTED_FOREIGN_KEYS = {
@@ -47,10 +57,12 @@ EXPECTED_FOREIGN_KEYS = {
     ("token_families", ("user_id",)): ("users", "CASCADE"),
     ("refresh_tokens", ("family_id",)): ("token_families", "CASCADE"),
     ("refresh_tokens", ("user_id",)): ("users", "CASCADE"),
+    ("idempotency_keys", ("user_id",)): ("users", "CASCADE"),
 }
 UNIQUE_COLUMNS: dict[str, tuple[set[str | None], ...]] = {
     "users": ({"username"},),
     "refresh_tokens": ({"token_hash"},),
+    "idempotency_keys": ({"user_id", "key"},),
 }
 # Contact information, not identities: unique, they told who has an account (0008).
 NOT_UNIQUE_COLUMNS: dict[str, tuple[set[str | None], ...]] = {"users": ({"email"},)}
@@ -200,6 +212,7 @@ def test_models_and_migrations_agree(fresh_app: APIFlask) -> None:
                     "compare_type": True,
                     "compare_server_default": True,
                     "include_object": _made_on(dialect),
+                    "include_name": log_partitions.compared_by_autogenerate,
                 },
             )
             with warnings.catch_warnings(record=True) as caught:
@@ -334,3 +347,82 @@ def test_the_priority_rank_is_computed_for_every_task_and_nothing_is_lost(
 
         assert "priority_rank" not in {c["name"] for c in _inspector().get_columns("task_manager")}
         assert _execute(*REFERENCES, TASK_ROWS) == before
+
+
+LOG_ROWS_BEFORE_0012 = """
+INSERT INTO task_logger (task_id, log_date, status, priority, assigned_user_id, created_at,
+                         task_created_at)
+SELECT t.id, d.day, 'active', 'HIGH', NULL, now(), t.created_at
+FROM task_manager t, (VALUES (DATE '2025-11-30'), (DATE '2025-12-31'), (DATE '2026-01-01')) d(day)
+"""
+
+
+def _log_rows() -> list[tuple[Any, ...]]:
+    return [
+        tuple(row)
+        for row in db.session.execute(
+            text("SELECT id, task_id, log_date, status, priority FROM task_logger ORDER BY id")
+        ).all()
+    ]
+
+
+@pytest.mark.parametrize("fresh_app", ["postgresql"], indirect=True)
+def test_partitioning_the_log_moves_its_rows_and_back(fresh_app: APIFlask) -> None:
+    """Migration 0012 on a log with rows across a year's end: every row lands in its month's
+    partition with its id and values; new rows take ids after them; the downgrade puts them
+    back in one plain table."""
+    with fresh_app.app_context():
+        upgrade(revision="0011")
+        db.session.execute(
+            text(
+                "INSERT INTO users (username, email, password_hash, role, is_active, created_at, "
+                "updated_at) VALUES ('owner', 'o@example.com', 'x', 'user', true, now(), now())"
+            )
+        )
+        db.session.execute(
+            text(
+                "INSERT INTO task_manager (task_name, status, priority, created_by_id, created_at,"
+                " updated_at, version) SELECT 'task ' || g, 'active', 'HIGH', 1, now(), now(), 1"
+                " FROM generate_series(1, 5) g"
+            )
+        )
+        db.session.execute(text(LOG_ROWS_BEFORE_0012))
+        db.session.commit()
+        before = _log_rows()
+        assert len(before) == 15
+        db.session.commit()  # the migration waits for no reader's lock
+
+        upgrade(revision="0012")
+        assert _log_rows() == before
+        placed = db.session.execute(
+            text("SELECT log_date, tableoid::regclass::text FROM task_logger GROUP BY 1, 2")
+        ).all()
+        assert {(str(day), partition) for day, partition in placed} == {
+            ("2025-11-30", "task_logger_y2025m11"),
+            ("2025-12-31", "task_logger_y2025m12"),
+            ("2026-01-01", "task_logger_y2026m01"),
+        }
+        # Up to the month after this one, so the loader's next days have theirs.
+        this_month = date.today().replace(day=1)
+        names = {p.name for p in log_partitions.partitions()}
+        assert log_partitions.partition_name(log_partitions.next_month(this_month)) in names
+        new_id = db.session.execute(
+            text(
+                "INSERT INTO task_logger (task_id, log_date, status, priority, created_at, "
+                "task_created_at) VALUES (1, DATE '2026-01-02', 'active', 'LOW', now(), now()) "
+                "RETURNING id"
+            )
+        ).scalar_one()
+        assert new_id > max(row[0] for row in before)
+        db.session.commit()
+        after = _log_rows()
+        db.session.commit()
+
+        downgrade(revision="0011")
+        assert _log_rows() == after
+        kind = db.session.execute(
+            text("SELECT relkind FROM pg_class WHERE relname = 'task_logger'")
+        ).scalar_one()
+        assert kind == "r"  # a plain table again
+        assert not any(name.startswith("task_logger_y") for name in _inspector().get_table_names())
+        db.session.commit()

@@ -17,6 +17,8 @@ from app.extensions import db
 from app.observability.logging import json_formatter
 
 DAILY_LOG_JOB = "app.jobs.daily_log.log_pending_days"
+PRUNE_LOG_JOB = "app.jobs.log_retention.prune_task_log"
+PURGE_IDEMPOTENCY_KEYS_JOB = "app.jobs.idempotency.purge_expired_keys"
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "sentinel://")
 
 
@@ -37,8 +39,36 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
+def beat_schedule(settings: Settings) -> dict[str, Any]:
     hour, minute = (int(part) for part in settings.daily_log_time_utc.split(":"))
+    schedule: dict[str, Any] = {
+        "daily-task-log": {
+            "task": DAILY_LOG_JOB,
+            "schedule": crontab(hour=hour, minute=minute),
+            "kwargs": {"trigger": "beat"},
+        },
+        # Cheap when nothing is due (one query): catches up soon after beat or the worker
+        # was down across the daily slot, without waiting for the next day.
+        "daily-task-log-catch-up": {
+            "task": DAILY_LOG_JOB,
+            "schedule": crontab(minute=f"*/{settings.loader_catchup_check_minutes}"),
+            "kwargs": {"trigger": "catch-up"},
+        },
+    }
+    schedule["purge-idempotency-keys"] = {
+        "task": PURGE_IDEMPOTENCY_KEYS_JOB,
+        "schedule": crontab(minute=minute),  # hourly: one indexed DELETE of the expired keys
+    }
+    if settings.log_retention_days:  # off by default: nothing is deleted unless asked
+        schedule["prune-task-log"] = {
+            "task": PRUNE_LOG_JOB,
+            "schedule": crontab(hour=(hour + 12) % 24, minute=minute),  # away from the load
+            "kwargs": {"older_than_days": settings.log_retention_days},
+        }
+    return schedule
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.celery_broker,
         "broker_connection_retry_on_startup": True,
@@ -54,20 +84,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_always_eager": settings.celery_always_eager,
         "task_eager_propagates": True,
         "broker_transport_options": broker_transport_options(settings),
-        "beat_schedule": {
-            "daily-task-log": {
-                "task": DAILY_LOG_JOB,
-                "schedule": crontab(hour=hour, minute=minute),
-                "kwargs": {"trigger": "beat"},
-            },
-            # Cheap when nothing is due (one query): catches up soon after beat or the worker
-            # was down across the daily slot, without waiting for the next day.
-            "daily-task-log-catch-up": {
-                "task": DAILY_LOG_JOB,
-                "schedule": crontab(minute=f"*/{settings.loader_catchup_check_minutes}"),
-                "kwargs": {"trigger": "catch-up"},
-            },
-        },
+        "beat_schedule": beat_schedule(settings),
     }
 
 
@@ -93,7 +110,7 @@ def init_celery(app: Flask, settings: Settings) -> Celery:
     celery = Celery(app.import_name, task_cls=FlaskTask)
     celery.config_from_object(celery_config(settings))
     # Register the job modules' shared tasks (worker and web process alike).
-    from app.jobs import csv_import, daily_log  # noqa: F401
+    from app.jobs import csv_import, daily_log, idempotency, log_retention  # noqa: F401
 
     celery.set_default()
     app.extensions["celery"] = celery

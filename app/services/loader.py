@@ -29,6 +29,7 @@ from app.models.enums import LoaderRunState
 from app.models.task_log import LoaderChunk, LoaderRun
 from app.models.types import utcnow
 from app.repositories import loader as loader_repo
+from app.services import log_retention
 from app.services.context import settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def plan_chunks(first_id: int | None, last_id: int | None, chunk_size: int) -> l
 def start_run(log_date: date, trigger: str, job_id: str | None = None) -> LoaderRun:
     """Record a run for `log_date` with its chunk plan; its chunks are then run by workers or
     inline. A run with nothing to log succeeds at once."""
+    log_retention.ensure_partitions(log_date)  # before any chunk writes the day's rows
     chunk_size = settings().loader_chunk_size
     first_id, last_id, eligible = loader_repo.active_task_id_bounds()
     chunks = plan_chunks(first_id, last_id, chunk_size)

@@ -371,13 +371,20 @@ def test_a_page_of_a_big_day_walks_the_index_instead_of_sorting_the_day(
         "EXPLAIN (FORMAT JSON) " + statement, parameters
     ).all()
 
+    # On PostgreSQL the log is partitioned by month (migration 0012): the day is read from its
+    # month's partition, through that partition's copy of the index.
+    day_index = set(
+        connection.exec_driver_sql(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'ix_task_logger_log_date_task_created_at_task_id'::regclass"
+        ).scalars()
+    )
     [limit] = [n for n in _nodes(explained["Plan"]) if n["Node Type"] == "Limit"]
     below = list(_nodes(limit))
     walks = [
         n
         for n in below
-        if n.get("Index Name") == "ix_task_logger_log_date_task_created_at_task_id"
-        and n.get("Scan Direction") == "Backward"
+        if n.get("Index Name") in day_index and n.get("Scan Direction") == "Backward"
     ]
     assert walks, explained
     assert not [n for n in below if "Sort" in n["Node Type"]], explained
