@@ -8,6 +8,7 @@ skipping its lane.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from apiflask import APIFlask
+from celery import _state as celery_state
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
@@ -261,3 +263,39 @@ def add_tasks(app: APIFlask, owner: Account, count: int, description: str | None
             for n in range(count)
         )
         db.session.commit()
+
+
+@contextlib.contextmanager
+def side_app(settings: Settings) -> Iterator[APIFlask]:
+    """`create_app(settings)` for the length of a block. Every `create_app()` makes its Celery app
+    the process's current one, where shared jobs send their sub-jobs (the loader's chunks): put
+    back the one before, so jobs queued by the `app` fixture still run (and invalidate its cache)
+    in that app. The engine is disposed of at the end."""
+    default, current = celery_state.default_app, getattr(celery_state._tls, "current_app", None)
+    try:
+        application = create_app(settings)
+    finally:
+        celery_state.set_default_app(default)
+        celery_state._set_current_app(current)
+    try:
+        yield application
+    finally:
+        with application.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+MakeApp = Callable[..., APIFlask]
+
+
+@pytest.fixture
+def make_app(app: APIFlask) -> Iterator[MakeApp]:
+    """Other apps on the `app` fixture's database, each with settings of its own (keyword
+    overrides of `test_settings`), until the end of the test (`side_app`)."""
+    with contextlib.ExitStack() as stack:
+
+        def _make(**overrides: object) -> APIFlask:
+            settings = test_settings(app.config["SQLALCHEMY_DATABASE_URI"], **overrides)
+            return stack.enter_context(side_app(settings))
+
+        yield _make

@@ -15,9 +15,8 @@ from sqlalchemy import event, text
 
 from app.extensions import db
 from app.repositories.counts import ESTIMATE_ONLY_ABOVE
-from tests.conftest import TEST_PASSWORD, Account, add_tasks
+from tests.conftest import TEST_PASSWORD, Account, add_tasks, side_app
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import side_app
 
 CAP = 5
 

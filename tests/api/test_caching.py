@@ -28,9 +28,9 @@ from app.cache.store import GLOBAL_GENERATION, ResponseCache
 from app.extensions import db
 from app.models import Role, Task, TaskAuditEntry
 from app.models.task_log import TaskLogEntry
-from tests.conftest import Account
+from tests.conftest import Account, side_app
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import running_redis, side_app
+from tests.reliability.helpers import running_redis
 
 Headers = dict[str, str]
 Login = Callable[[Account], Headers]

@@ -12,30 +12,26 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from apiflask import APIFlask
-from celery import _state as celery_state
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 from werkzeug.test import TestResponse
 
-from app import create_app
 from app.extensions import db
 from app.models import Role, Task, TaskAuditEntry, User
 from app.models.job import Job
-from tests.conftest import PROJECT_ROOT, Account
-from tests.conftest import test_settings as settings_for
+from tests.conftest import PROJECT_ROOT, Account, MakeApp
 
 Headers = dict[str, str]
 Login = Callable[[Account], Headers]
 MakeUser = Callable[..., Account]
-MakeApp = Callable[..., APIFlask]
 
 SAMPLE_PATH = PROJECT_ROOT / "samples" / "tasks.csv"
 SAMPLE = SAMPLE_PATH.read_bytes()
@@ -232,27 +228,6 @@ def assert_sample_imported(app: APIFlask, uploader: Account) -> None:
 @pytest.fixture
 def staff(moderator: Account, login: Login) -> Headers:
     return login(moderator)
-
-
-@pytest.fixture
-def make_app(app: APIFlask) -> Iterator[MakeApp]:
-    """Another app on the same (already migrated) database, with settings of its own. Each
-    create_app() makes its Celery app the current one: the one before is put back after."""
-    made: list[APIFlask] = []
-    default, current = celery_state.default_app, getattr(celery_state._tls, "current_app", None)
-
-    def _make(**overrides: object) -> APIFlask:
-        other = create_app(settings_for(app.config["SQLALCHEMY_DATABASE_URI"], **overrides))
-        made.append(other)
-        return other
-
-    yield _make
-    for other in made:
-        with other.app_context():
-            db.session.remove()
-            db.engine.dispose()
-    celery_state.set_default_app(default)
-    celery_state._set_current_app(current)
 
 
 def login_to(client: FlaskClient, account: Account) -> Headers:

@@ -36,9 +36,8 @@ from app.repositories.tasks import TaskFilters, TaskScope
 from app.schemas.common import MAX_CURSOR_LENGTH
 from app.schemas.tasks import TaskListQuery
 from app.services import loader
-from tests.conftest import TEST_PASSWORD, Account
+from tests.conftest import TEST_PASSWORD, Account, side_app
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import side_app
 
 Headers = dict[str, str]
 Login = Callable[[Account], Headers]

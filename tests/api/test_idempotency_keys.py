@@ -11,20 +11,17 @@ the past in the database itself.
 from __future__ import annotations
 
 import io
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from apiflask import APIFlask
-from celery import _state as celery_state
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 from werkzeug.test import TestResponse
 
-from app import create_app
 from app.extensions import db
 from app.jobs.celery_app import PURGE_IDEMPOTENCY_KEYS_JOB, beat_schedule
 from app.jobs.idempotency import purge_expired_keys
@@ -35,12 +32,12 @@ from app.services.idempotency import (
     IN_PROGRESS_TAKEOVER_AFTER,
     purge_expired_idempotency_keys,
 )
-from tests.conftest import Account
+from tests.conftest import Account, MakeApp
 from tests.conftest import test_settings as settings_for
+from tests.security.helpers import race
 
 Headers = dict[str, str]
 Login = Callable[[Account], Headers]
-MakeApp = Callable[..., APIFlask]
 
 KEY = "3f2b8c1e-7d4a-4e5b-9c6d-0a1b2c3d4e5f"
 REPLAYED = "Idempotent-Replayed"
@@ -99,50 +96,6 @@ def assert_key_error(response: TestResponse, status: int) -> dict[str, Any]:
     assert set(body) <= {"code", "message", "description", "errors"}
     assert body["code"] == status
     return dict(body)
-
-
-def race(jobs: list[Callable[[], Any]]) -> list[Any]:
-    """Run each job in a thread of its own, all released at once; their results, in order."""
-    barrier = threading.Barrier(len(jobs))
-    results: list[Any] = [None] * len(jobs)
-    errors: list[BaseException] = []
-
-    def run(i: int, job: Callable[[], Any]) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = job()
-        except BaseException as exc:  # reported in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    assert not errors, errors
-    return results
-
-
-@pytest.fixture
-def make_app(app: APIFlask) -> Iterator[MakeApp]:
-    """Another app on the same database with settings of its own (as in test_csv_import);
-    the Celery app current before is put back after."""
-    made: list[APIFlask] = []
-    default, current = celery_state.default_app, getattr(celery_state._tls, "current_app", None)
-
-    def _make(**overrides: object) -> APIFlask:
-        other = create_app(settings_for(app.config["SQLALCHEMY_DATABASE_URI"], **overrides))
-        made.append(other)
-        return other
-
-    yield _make
-    for other in made:
-        with other.app_context():
-            db.session.remove()
-            db.engine.dispose()
-    celery_state.set_default_app(default)
-    celery_state._set_current_app(current)
 
 
 # --- POST /task ------------------------------------------------------------------------------

@@ -10,8 +10,6 @@ database. Client addresses are fake WSGI `REMOTE_ADDR` values of the in-process 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +18,26 @@ from apiflask import APIFlask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.conftest import TEST_PASSWORD, Account
-from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import running_redis, side_app
+from tests.conftest import TEST_PASSWORD, Account, MakeApp
+from tests.reliability.helpers import running_redis
 
 LIMIT = 3
 HOUR = 3600
 WRONG_PASSWORD = "not the password"
-MakeApp = Callable[..., APIFlask]
 
 
 @pytest.fixture
-def make_app(app: APIFlask) -> Iterator[MakeApp]:
-    """Apps on the `app` fixture's database with limits on: `auth` per minute (None: the
-    default setting)."""
-    with contextlib.ExitStack() as stack:
+def make_app(make_app: MakeApp) -> MakeApp:
+    """The shared fixture's apps with limits on: `auth` per minute (None: the default
+    setting)."""
 
-        def _make(auth: int | None = LIMIT, **overrides: Any) -> APIFlask:
-            values: dict[str, Any] = {"ratelimit_enabled": True}
-            if auth is not None:
-                values["ratelimit_auth"] = f"{auth}/minute"
-            values.update(overrides)
-            url = app.config["SQLALCHEMY_DATABASE_URI"]
-            return stack.enter_context(side_app(settings_for(url, **values)))
+    def _make(auth: int | None = LIMIT, **overrides: Any) -> APIFlask:
+        values: dict[str, Any] = {"ratelimit_enabled": True}
+        if auth is not None:
+            values["ratelimit_auth"] = f"{auth}/minute"
+        return make_app(**{**values, **overrides})
 
-        yield _make
+    return _make
 
 
 def login_from(

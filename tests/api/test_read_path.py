@@ -14,9 +14,8 @@ from sqlalchemy import event, text
 
 from app.extensions import db
 from app.repositories import tasks as task_repo
-from tests.conftest import Account
+from tests.conftest import Account, side_app
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import side_app
 
 Headers = dict[str, str]
 Login = Callable[[Account], Headers]

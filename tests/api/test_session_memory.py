@@ -25,9 +25,9 @@ from app.auth.session_memory import TRUST_SECONDS
 from app.cache.store import GLOBAL_GENERATION
 from app.extensions import db
 from app.models import Role, User
-from tests.conftest import TEST_PASSWORD, Account
+from tests.conftest import TEST_PASSWORD, Account, side_app
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import RedisServer, running_redis, side_app
+from tests.reliability.helpers import RedisServer, running_redis
 
 Headers = dict[str, str]
 

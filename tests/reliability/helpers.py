@@ -1,6 +1,6 @@
-"""Helpers for tests that build apps of their own: a throwaway `redis-server` on a free local port
-(that a test can kill, restart on the same port, or make hang with CLIENT PAUSE; stopped in
-teardown whatever happened), and `side_app`, an extra app that leaves the process's state alone."""
+"""Helpers for fault tests: throwaway `redis-server` and PostgreSQL servers on free local ports,
+that a test can kill, restart on the same port, or make hang (CLIENT PAUSE), stopped in teardown
+whatever happened. Extra apps on the test database: `side_app` in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -17,36 +17,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from apiflask import APIFlask
-from celery import _state as celery_state
 
-from app import create_app
-from app.config import Settings
-from app.extensions import db
 from bench.ram_postgres import postgres_binaries as find_postgres_binaries
 from tests.conftest import REQUIRE_SERVICES
 
 START_TIMEOUT = 10.0  # seconds for a started server to answer PING
-
-
-@contextlib.contextmanager
-def side_app(settings: Settings) -> Iterator[APIFlask]:
-    """`create_app(settings)` for the length of a block. Every `create_app()` makes its Celery app
-    the process's current one, where shared jobs send their sub-jobs (the loader's chunks): put
-    back the one before, so jobs queued by the `app` fixture still run (and invalidate its cache)
-    in that app. The engine is disposed of at the end."""
-    default, current = celery_state.default_app, getattr(celery_state._tls, "current_app", None)
-    try:
-        application = create_app(settings)
-    finally:
-        celery_state.set_default_app(default)
-        celery_state._set_current_app(current)
-    try:
-        yield application
-    finally:
-        with application.app_context():
-            db.session.remove()
-            db.engine.dispose()
 
 
 def free_port() -> int:

@@ -36,9 +36,9 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import Role, Task, User
 from app.services.context import passwords
-from tests.conftest import TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD, side_app
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import PostgresServer, running_postgres, side_app
+from tests.reliability.helpers import PostgresServer, running_postgres
 
 CONNECT_TIMEOUT = 2  # db_connect_timeout_seconds (also the pool timeout)
 REQUEST_BOUND = 10.0  # seconds: no request may take longer, whatever the database does

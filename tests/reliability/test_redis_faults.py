@@ -25,9 +25,9 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from app.cache.store import ENTRY_KEY_PREFIX, GLOBAL_GENERATION, task_generation
-from tests.conftest import TEST_PASSWORD, Account
+from tests.conftest import TEST_PASSWORD, Account, side_app
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import RedisServer, running_redis, side_app
+from tests.reliability.helpers import RedisServer, running_redis
 
 RETRY_AFTER = 0.2  # cache_retry_after_seconds
 # Seconds: no request may take longer while Redis is down or hung (a write waits up to 0.5 s

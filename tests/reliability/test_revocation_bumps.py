@@ -34,9 +34,9 @@ from app.cache.store import GLOBAL_GENERATION, ResponseCache, auth_generation
 from app.models import Role
 from app.services import sessions
 from app.services.context import session_memory
-from tests.conftest import Account
+from tests.conftest import Account, side_app
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import RedisServer, running_redis, side_app
+from tests.reliability.helpers import RedisServer, running_redis
 
 TIMEOUT = 0.05  # CACHE_TIMEOUT_MS, the default
 HEAL_AFTER = 0.3  # seconds: a fault shorter than a revoking write's patience

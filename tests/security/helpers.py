@@ -1,7 +1,9 @@
-"""Shared helpers of the security tests: database snapshots and logged-in headers."""
+"""Shared helpers of the security tests: database snapshots, logged-in headers, and races."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from apiflask import APIFlask
@@ -29,3 +31,26 @@ def snapshot(app: APIFlask, tables: tuple[str, ...] = WATCHED_TABLES) -> dict[st
 def count_rows(app: APIFlask, table: str) -> int:
     with app.app_context(), db.engine.connect() as conn:
         return int(conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
+
+
+def race(jobs: list[Callable[[], Any]]) -> list[Any]:
+    """Run each job in a thread of its own, all released at once; their results, in order."""
+    barrier = threading.Barrier(len(jobs))
+    results: list[Any] = [None] * len(jobs)
+    errors: list[BaseException] = []
+
+    def run(i: int, job: Callable[[], Any]) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = job()
+        except BaseException as exc:  # reported in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors
+    return results

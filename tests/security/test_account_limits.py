@@ -16,38 +16,27 @@ counts through Redis are in tests/api/test_rate_limits.py). Client addresses are
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from apiflask import APIFlask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from app.auth.tokens import issue_access_token
-from tests.conftest import TEST_PASSWORD, Account
-from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import side_app
+from tests.conftest import TEST_PASSWORD, Account, MakeApp
 
 WRONG_PASSWORD = "not the password"
-MakeApp = Callable[..., APIFlask]
+
 Headers = dict[str, str]
 
 
 @pytest.fixture
-def make_app(app: APIFlask) -> Iterator[MakeApp]:
-    """Apps on the `app` fixture's database with limits on and the given settings."""
-    with contextlib.ExitStack() as stack:
-
-        def _make(**overrides: Any) -> APIFlask:
-            settings = settings_for(
-                app.config["SQLALCHEMY_DATABASE_URI"], ratelimit_enabled=True, **overrides
-            )
-            return stack.enter_context(side_app(settings))
-
-        yield _make
+def make_app(make_app: MakeApp) -> MakeApp:
+    """The shared fixture's apps, with limits on."""
+    return functools.partial(make_app, ratelimit_enabled=True)
 
 
 def login_from(

@@ -17,9 +17,8 @@ from apiflask import APIFlask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.conftest import Account
+from tests.conftest import Account, side_app
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import side_app
 from tests.security.helpers import count_rows, snapshot
 
 Login = Callable[[Account], dict[str, str]]

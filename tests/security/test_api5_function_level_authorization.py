@@ -14,9 +14,8 @@ from apiflask import APIFlask
 from flask.testing import FlaskClient
 
 from app.models import Role
-from tests.conftest import Account
+from tests.conftest import Account, side_app
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import side_app
 from tests.security.helpers import snapshot
 
 Login = Callable[[Account], dict[str, str]]

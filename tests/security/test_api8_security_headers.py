@@ -15,9 +15,8 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from app.config import AppEnv
-from tests.conftest import Account
+from tests.conftest import Account, side_app
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import side_app
 
 Login = Callable[[Account], dict[str, str]]
 SECURITY_HEADERS = {

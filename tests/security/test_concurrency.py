@@ -4,9 +4,7 @@ released at once by a barrier."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from apiflask import APIFlask
@@ -18,32 +16,9 @@ from app.models import TaskLogEntry
 from app.models.types import utcnow
 from app.services import loader
 from tests.conftest import Account
-from tests.security.helpers import count_rows
+from tests.security.helpers import count_rows, race
 
 Login = Callable[[Account], dict[str, str]]
-
-
-def race(jobs: list[Callable[[], Any]]) -> list[Any]:
-    """Run each job in a thread of its own, all released at once; their results, in order."""
-    barrier = threading.Barrier(len(jobs))
-    results: list[Any] = [None] * len(jobs)
-    errors: list[BaseException] = []
-
-    def run(i: int, job: Callable[[], Any]) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = job()
-        except BaseException as exc:  # reported in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    assert not errors, errors
-    return results
 
 
 def _audit_entries(app: APIFlask, task_id: int) -> int:

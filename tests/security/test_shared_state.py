@@ -28,9 +28,8 @@ from app.models import Role
 from app.observability.metrics import KNOWN_METHODS
 from app.services.actor import Actor
 from app.services.sessions import Principal
-from tests.conftest import TEST_PASSWORD, Account, add_tasks
+from tests.conftest import TEST_PASSWORD, Account, add_tasks, side_app
 from tests.conftest import test_settings as settings_for
-from tests.reliability.helpers import side_app
 
 MakeApp = Callable[..., APIFlask]
 

@@ -22,7 +22,7 @@ from sqlalchemy import delete, select
 from app.extensions import db
 from app.models import RefreshToken, Role, TokenFamily, User
 from tests.conftest import TEST_PASSWORD, Account
-from tests.security.test_concurrency import race
+from tests.security.helpers import race
 
 ROUNDS = 10
 LAST_ADMIN = "cannot demote or deactivate the last active admin"
