@@ -74,6 +74,9 @@ def main() -> None:
             CSV_BATCH_ROWS=str(args.batch_rows),
             DB_STARTUP_RETRIES="0",
             CACHE_ENABLED="false",
+            # The file names ASSIGNEES unknown accounts, all to be created (the default cap,
+            # 100 a file, would fail the rest of their rows).
+            CSV_MAX_NEW_ACCOUNTS_PER_FILE=str(ASSIGNEES),
         )
         os.environ.pop("REDIS_URL", None)
         with tempfile.TemporaryDirectory(prefix="bench_csv_") as directory:
