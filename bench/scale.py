@@ -16,20 +16,25 @@ Not run in CI (seeding 10M tasks takes minutes and several GB). Needs PostgreSQL
      own connection, without the app's statement timeout;
   2. the API as deployed (`python -m app.server`: granian, one worker per core) with the cache
      OFF (CACHE_ENABLED=false: every answer comes from the database, the worst case this
-     benchmark is about; with --cache, ON in the Redis of --redis-url, a database number this
-     script may FLUSHDB, as deployed) and rate limits off; meanwhile a writer changes a random
-     task every --write-interval seconds (0.1) through the API, so lists are read right after
-     writes;
+     benchmark is about; with --cache, ON, as deployed) and rate limits off; the Redis of
+     --redis-url (a database number this script may FLUSHDB) is the jobs' broker and, with
+     --cache, the cache. Meanwhile a writer changes a random task every --write-interval
+     seconds (0.1) through the API, so lists are read right after writes;
   3. each scenario with wrk (16 connections) until it has made at least --requests answers:
      (a) the first page as admin and as a user; (b) the first cursor page and a cursor page at
      depth min(5,000,000, N/2) (its cursor minted with the server's key for the row at that
      depth); (c) `q` for a rare and a common term; (d) the date view's first page, and a cursor
      page halfway through the day; (e) `sort=task_name` and `sort=-priority` first pages;
-  4. the peak RSS (VmHWM) of every server process and of this one.
+  4. the peak RSS (VmHWM) of every server process and of this one;
+  5. the jobs (bench/scale_jobs.py; `--only f` or `g` runs them without the reads): (f) the
+     daily load of every active task by raw `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, then
+     by the loader through `POST /admin/jobs/daily-log` on 1 and on 2 Celery workers, each a day
+     of January 2001; (g) `flask logs prune` of that month.
 
 It prints p50 and p99 per scenario and size, and PASS/FAIL against the targets: p99 < 50 ms at
 the large size, at most 1.5x its p99 at the small size, no non-2xx answer, every process's peak
-RSS < 300 MB. Without --keep it drops its databases at the end.
+RSS < 300 MB; the load on 1 worker at most 1.3x the raw SQL's time, faster on 2. Without --keep
+it drops its databases at the end.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ from bench.api import (
     stop_server,
 )
 from bench.common import DEFAULT_SERVER, make_log_partitions
+from bench.scale_jobs import JobsResult, measure_jobs, report_jobs
 
 TABLES = ("task_manager", "task_logger")
 RARE_TERM = "zebraquartz"  # in one task of RARE_EVERY
@@ -421,6 +427,7 @@ class SizeResult:
     rows: dict[str, WrkResult]
     rss_mb: dict[int, float]
     writes: list[int]
+    jobs: JobsResult | None
 
 
 def run_size(url: str, tasks: int, args: argparse.Namespace, tmp: Path) -> SizeResult:
@@ -428,8 +435,8 @@ def run_size(url: str, tasks: int, args: argparse.Namespace, tmp: Path) -> SizeR
         log_day = str(conn.execute(text("SELECT max(log_date) FROM task_logger")).scalar_one())
     secret_key = secrets.token_hex(20)
     deep = deep_cursors(url, tasks, log_day, secret_key)
-    if args.cache:  # nothing cached for another size's database
-        redis.Redis.from_url(args.redis_url).flushdb()
+    # Nothing cached, and no job queued, for another size's database.
+    redis.Redis.from_url(args.redis_url).flushdb()
     print(f"  deep pages: the list at depth {deep.depth:,}, the day at {deep.day_depth:,}")
     env = {
         "DATABASE_URL": url,
@@ -440,7 +447,8 @@ def run_size(url: str, tasks: int, args: argparse.Namespace, tmp: Path) -> SizeR
         "RATELIMIT_ENABLED": "false",
         "ACCESS_TOKEN_TTL_SECONDS": "3600",
         "REDIS_URL": args.redis_url if args.cache else "",
-        "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp / 'broker.sqlite'}",
+        # The jobs (f) run on Celery workers over Redis, as deployed.
+        "CELERY_BROKER_URL": args.redis_url,
     }
     settings = ServerSettings(args.workers, 1)
     servers: list[Server] = []
@@ -471,7 +479,11 @@ def run_size(url: str, tasks: int, args: argparse.Namespace, tmp: Path) -> SizeR
                 )
         group = api.proc.pid
         pids = [p.pid for p in processes().values() if p.pgrp == group]
-        return SizeResult(tasks, rows, peak_rss_mb(pids), writes)
+        rss = peak_rss_mb(pids)
+        jobs = None
+        if not args.only or "f" in args.only or "g" in args.only:
+            jobs = measure_jobs(url, api.base_url, admin, env, tmp)
+        return SizeResult(tasks, rows, rss, writes, jobs)
     finally:
         for server in servers:
             stop_server(server)
@@ -514,6 +526,9 @@ def report(small: SizeResult, large: SizeResult) -> bool:
             f"(< {RSS_TARGET_MB:g}: {'PASS' if rss_ok else 'FAIL'}); "
             f"{len(size.writes)} writes during the runs, {failed_writes} not 200"
         )
+    for size in (small, large):
+        if size.jobs is not None:
+            ok = report_jobs(size.tasks, size.jobs) and ok
     print(f"this process (seeding and driving): peak RSS {own:.0f} MB")
     return ok
 

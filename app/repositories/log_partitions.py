@@ -28,7 +28,7 @@ class Partition:
     name: str
     first_day: date  # inclusive
     next_first_day: date  # exclusive: every day of the partition is before it
-    rows: int  # the planner's estimate (pg_class.reltuples): no scan
+    rows: int | None  # the planner's estimate (pg_class.reltuples, no scan); None: not yet made
 
 
 def compared_by_autogenerate(name: str | None, type_: str, _parent_names: object) -> bool:
@@ -66,7 +66,7 @@ def partitions() -> list[Partition]:
     """The partitions there are, oldest first (PostgreSQL)."""
     rows = db.session.execute(
         text(
-            "SELECT c.relname, greatest(c.reltuples, 0)::bigint FROM pg_inherits i "
+            "SELECT c.relname, c.reltuples::bigint FROM pg_inherits i "
             "JOIN pg_class c ON c.oid = i.inhrelid "
             "WHERE i.inhparent = CAST(:parent AS regclass)"
         ),
@@ -78,7 +78,9 @@ def partitions() -> list[Partition]:
         if match is None:  # not one of ours: left alone
             continue
         month = date(int(match[1]), int(match[2]), 1)
-        found.append(Partition(name, month, next_month(month), int(rows_estimate)))
+        # -1 until the table is first vacuumed or analysed.
+        estimate = int(rows_estimate) if rows_estimate >= 0 else None
+        found.append(Partition(name, month, next_month(month), estimate))
     return sorted(found, key=lambda partition: partition.first_day)
 
 

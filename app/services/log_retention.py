@@ -23,14 +23,14 @@ MONTHS_AHEAD = 2
 class PruneReport:
     cutoff: date
     partitions: list[log_partitions.Partition] = field(default_factory=list)
-    rows_deleted: int = 0  # SQLite: the rows; PostgreSQL: the dropped partitions' estimate
+    rows_deleted: int = 0  # SQLite: the rows; PostgreSQL: the dropped partitions' estimates
 
     def lines(self) -> list[str]:
         if not self.partitions and not self.rows_deleted:
             return [f"nothing logged before {self.cutoff}: nothing removed"]
         removed = [
             f"dropped {p.name} ({p.first_day} to {p.next_first_day - timedelta(days=1)}, "
-            f"about {p.rows:,} rows)"
+            + (f"about {p.rows:,} rows)" if p.rows is not None else "rows not yet estimated)")
             for p in self.partitions
         ]
         if not self.partitions:
@@ -53,7 +53,7 @@ def prune(older_than: timedelta, today: date) -> PruneReport:
     report = PruneReport(cutoff=today - older_than)
     if log_partitions.is_partitioned():
         report.partitions = log_partitions.drop_partitions_before(report.cutoff)
-        report.rows_deleted = sum(p.rows for p in report.partitions)
+        report.rows_deleted = sum(p.rows or 0 for p in report.partitions)
         days = [
             p.first_day + timedelta(days=n)
             for p in report.partitions
