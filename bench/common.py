@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
@@ -41,3 +42,17 @@ def make_log_partitions(conn: Connection, first_day: date, last_day: date) -> No
     while month <= last_day:
         conn.execute(text(create_partition_sql(month, if_not_exists=True)))
         month = next_month(month)
+
+
+def peak_rss_mb(pids: list[int]) -> dict[int, float]:
+    """Each live process's peak RSS (VmHWM) in MB, by pid."""
+    peaks: dict[int, float] = {}
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks[pid] = int(line.split()[1]) / 1024
+    return peaks

@@ -76,7 +76,7 @@ from bench.api import (
     start_server,
     stop_server,
 )
-from bench.common import DEFAULT_SERVER, make_log_partitions
+from bench.common import DEFAULT_SERVER, make_log_partitions, peak_rss_mb
 from bench.scale_jobs import JobsResult, measure_jobs, report_jobs
 
 TABLES = ("task_manager", "task_logger")
@@ -406,19 +406,6 @@ def measure(base_url: str, token: str, path: str, requests: int, opts: WrkOption
         if result.requests >= requests or seconds >= 600:
             return result
         seconds = min(600, int(seconds * requests / max(result.requests, 1)) + 1)
-
-
-def peak_rss_mb(pids: list[int]) -> dict[int, float]:
-    peaks: dict[int, float] = {}
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                peaks[pid] = int(line.split()[1]) / 1024
-    return peaks
 
 
 @dataclass

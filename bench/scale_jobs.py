@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from bench.api import http, processes
-from bench.common import make_log_partitions
+from bench.common import make_log_partitions, peak_rss_mb
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOB_MONTH = date(2001, 1, 1)
@@ -80,13 +80,7 @@ def _start_worker(env: dict[str, str], log_path: Path, name: str) -> subprocess.
 def _stop(procs: list[subprocess.Popen[bytes]]) -> list[float]:
     """Stop the workers (their whole process groups); each group's peak RSS in MB first."""
     groups = {proc.pid for proc in procs}
-    peaks = [
-        int(line.split()[1]) / 1024
-        for p in processes().values()
-        if p.pgrp in groups
-        for line in Path(f"/proc/{p.pid}/status").read_text().splitlines()
-        if line.startswith("VmHWM:")
-    ]
+    peaks = peak_rss_mb([p.pid for p in processes().values() if p.pgrp in groups])
     for proc in procs:
         os.killpg(proc.pid, signal.SIGTERM)
     for proc in procs:
@@ -94,7 +88,7 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> list[float]:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-    return peaks
+    return list(peaks.values())
 
 
 def _run_job(base_url: str, token: str, day: date) -> float:

@@ -17,10 +17,10 @@ from apiflask import APIFlask
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import Inspector, inspect, text
 
-from app import MIGRATIONS_DIR, create_app
+from app import MIGRATIONS_DIR
 from app.extensions import db
 from app.repositories import log_partitions
-from tests.conftest import ThrowawayPostgresDatabase, require_postgres
+from tests.conftest import ThrowawayPostgresDatabase, require_postgres, side_app
 from tests.conftest import test_settings as settings_for
 
 APP_TABLES = {
@@ -78,13 +78,10 @@ def fresh_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[APIFla
         url = throwaway.create()
     else:
         url = f"sqlite:///{tmp_path / 'migrations.db'}"
-    application = create_app(settings_for(url))
     try:
-        yield application
+        with side_app(settings_for(url)) as application:
+            yield application
     finally:
-        with application.app_context():
-            db.session.remove()
-            db.engine.dispose()
         if throwaway is not None:
             throwaway.drop()
 

@@ -86,7 +86,8 @@ def partitions() -> list[Partition]:
 
 def ensure_months(first_day: date, months: int) -> list[str]:
     """Make the partitions of `first_day`'s month and of the `months - 1` after it that do not
-    exist yet, and commit; the names made. Nothing on SQLite."""
+    exist yet; the names made. Nothing on SQLite. The caller commits, which also releases the
+    lock taken for making them."""
     if not is_partitioned():
         return []
     wanted = [month_of(first_day)]
@@ -103,7 +104,6 @@ def ensure_months(first_day: date, months: int) -> list[str]:
             continue
         db.session.execute(text(create_partition_sql(month)))
         made.append(name)
-    db.session.commit()
     return made
 
 

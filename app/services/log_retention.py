@@ -41,6 +41,7 @@ class PruneReport:
 def ensure_partitions(log_date: date) -> list[str]:
     """Make the log's partitions for `log_date`'s month and the next one, where missing."""
     made = log_partitions.ensure_months(log_date, MONTHS_AHEAD)
+    db.session.commit()
     for name in made:
         log.info("task log partition %s created", name)
     return made
