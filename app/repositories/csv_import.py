@@ -89,7 +89,10 @@ COPY_STAGE = (
     f"COPY {STAGE_TABLE} (n, task_name, description, status, priority, assigned_user_id, "
     "created_at, import_key) FROM STDIN"
 )
-_CHANGE = "json_build_object('old', NULL, 'new', {})"
+_CHANGE = "jsonb_build_object('old', NULL, 'new', {})"
+# The fields an imported task may leave empty: left out of its `created` entry when empty.
+OPTIONAL_FIELDS = ("description", "assigned_user_id")
+_EMPTY_FIELDS = ", ".join(f"CASE WHEN {name} IS NULL THEN '{name}' END" for name in OPTIONAL_FIELDS)
 # One statement: the tasks not imported before, and a `created` audit entry for each of them
 # with the same `changes` as created_changes() below.
 INSERT_FROM_STAGE = text(
@@ -104,22 +107,22 @@ INSERT_FROM_STAGE = text(
         RETURNING id, {", ".join(TASK_FIELDS)}
     )
     INSERT INTO task_audit (task_id, actor_id, action, changes, created_at)
-    SELECT id, :actor_id, :action, json_build_object(
+    SELECT id, :actor_id, :action, (jsonb_build_object(
         {", ".join(f"'{name}', {_CHANGE.format(name)}" for name in TASK_FIELDS)},
-        'due_date', {_CHANGE.format("NULL")},
         'source', {_CHANGE.format("'csv_import'")}
-    ), :now
+    ) - ARRAY[{_EMPTY_FIELDS}])::json, :now
     FROM inserted
     """
 )
 
 
 def created_changes(row: dict[str, Any]) -> dict[str, Any]:
-    """The `changes` of a task's `created` audit entry."""
+    """The `changes` of a task's `created` audit entry: the fields it has a value in."""
     changes = {
-        name: {"old": None, "new": getattr(row[name], "value", row[name])} for name in TASK_FIELDS
+        name: {"old": None, "new": getattr(row[name], "value", row[name])}
+        for name in TASK_FIELDS
+        if row[name] is not None
     }
-    changes["due_date"] = {"old": None, "new": None}
     changes["source"] = {"old": None, "new": "csv_import"}
     return changes
 

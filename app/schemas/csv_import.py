@@ -95,7 +95,10 @@ class CsvUploadIn(BaseModel):
 
 
 class ImportErrorOut(Output):
-    row: int = Field(description="1-based data row (the header is row 0)")
+    line: int = Field(
+        description="The file's line number where the row starts (the header is line 1; a "
+        "quoted value may span several lines)",
+    )
     column: str
     message: str
 

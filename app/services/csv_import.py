@@ -82,9 +82,9 @@ class ImportReport:
     dry_run: bool = False
     errors: list[dict[str, Any]] = field(default_factory=list)
 
-    def add_error(self, row: int, column: str, message: str) -> None:
+    def add_error(self, line: int, column: str, message: str) -> None:
         if len(self.errors) < MAX_REPORTED_ERRORS:
-            self.errors.append({"row": row, "column": column, "message": message})
+            self.errors.append({"line": line, "column": column, "message": message})
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -100,7 +100,7 @@ class ImportReport:
 
 @dataclass(frozen=True)
 class ValidRow:
-    number: int  # 1-based data row number (the header is row 0)
+    line: int  # the file's line where the row starts (the header is line 1)
     row: CsvTaskRow
 
     @property
@@ -120,8 +120,10 @@ def _text_stream(binary: IO[bytes]) -> io.TextIOWrapper:
 
 
 def read_rows(binary: IO[bytes]) -> Generator[tuple[int, dict[str, str]], None, None]:
-    """Check the header, then yield (row number, {column: value}) for each non-blank row.
-    Undecodable or non-CSV input raises UnreadableInput; header problems InvalidInput."""
+    """Check the header, then yield (line, {column: value}) for each non-blank row, `line` being
+    the file's line number where the row starts (the header's first line is 1; a quoted value
+    may span lines). Undecodable or non-CSV input raises UnreadableInput; header problems
+    InvalidInput."""
     text = _text_stream(binary)
     reader = csv.reader(text, strict=True)
     try:
@@ -130,13 +132,15 @@ def read_rows(binary: IO[bytes]) -> Generator[tuple[int, dict[str, str]], None, 
             raise UnreadableInput("the file is empty")
         columns = [name.strip().lower() for name in header]
         _check_header(columns)
-        for number, values in enumerate(reader, start=1):
+        next_line = reader.line_num + 1  # where the next row starts
+        for values in reader:
+            line, next_line = next_line, reader.line_num + 1
             if not any(v.strip() for v in values):
                 continue  # blank line
             if len(values) != len(columns):
-                yield number, {"__width__": f"{len(columns)}:{len(values)}"}
+                yield line, {"__width__": f"{len(columns)}:{len(values)}"}
                 continue
-            yield number, dict(zip(columns, values, strict=True))
+            yield line, dict(zip(columns, values, strict=True))
     except UnicodeDecodeError as exc:
         raise UnreadableInput("the file is not UTF-8 text") from exc
     except csv.Error as exc:
@@ -201,19 +205,19 @@ def _too_many_rows(limit: int) -> InvalidInput:
     )
 
 
-def validate(number: int, values: dict[str, str], report: ImportReport) -> ValidRow | None:
+def validate(line: int, values: dict[str, str], report: ImportReport) -> ValidRow | None:
     if "__width__" in values:
         expected, got = values["__width__"].split(":")
         report.failed += 1
-        report.add_error(number, "", f"expected {expected} fields as in the header, got {got}")
+        report.add_error(line, "", f"expected {expected} fields as in the header, got {got}")
         return None
     try:
-        return ValidRow(number, CsvTaskRow.model_validate(values))
+        return ValidRow(line, CsvTaskRow.model_validate(values))
     except ValidationError as exc:
         report.failed += 1
         for error in exc.errors():
             column = str(error["loc"][0]) if error["loc"] else ""
-            report.add_error(number, column, error["msg"].removeprefix("Value error, "))
+            report.add_error(line, column, error["msg"].removeprefix("Value error, "))
         return None
 
 
@@ -299,7 +303,7 @@ def _write_batch(
         r = item.row
         if r.assigned_user and r.assigned_user in assignees.refused:
             report.failed += 1
-            report.add_error(item.number, "assigned_user", assignees.refused[r.assigned_user])
+            report.add_error(item.line, "assigned_user", assignees.refused[r.assigned_user])
             continue
         created_at = (
             datetime(r.created_at.year, r.created_at.month, r.created_at.day, tzinfo=UTC)
@@ -341,9 +345,9 @@ def import_tasks(
     assignees = Assignees(uploaded_at or utcnow(), settings().csv_max_new_accounts_per_file)
 
     def valid_rows() -> Iterator[ValidRow]:
-        for number, values in read_rows(binary):
+        for line, values in read_rows(binary):
             report.rows += 1
-            item = validate(number, values, report)
+            item = validate(line, values, report)
             if item is not None:
                 yield item
 

@@ -113,8 +113,11 @@ def create_task(actor: Actor, new: NewTask) -> Task:
             updated_at=now,
         )
     )
+    # The fields the new task has a value in: a created entry lists no `null -> null`.
     changes = {
-        name: {"old": None, "new": _json_value(getattr(task, name))} for name in EDITABLE_FIELDS
+        name: {"old": None, "new": _json_value(value)}
+        for name in EDITABLE_FIELDS
+        if (value := getattr(task, name)) is not None
     }
     _audit(task, actor, AuditAction.CREATED, changes)
     _commit_answered()

@@ -214,14 +214,19 @@ def assert_sample_imported(app: APIFlask, uploader: Account) -> None:
         name, task = by_task[entry.task_id]
         assert entry.action.value == "created"
         assert entry.actor_id == uploader.id
+        # The fields the task has a value in: empty ones are left out, not `null -> null`.
+        expected = {
+            "task_name": name,
+            "description": task["description"],
+            "status": task["status"],
+            "priority": task["priority"],
+            "assigned_user_id": task["assigned_user_id"],
+            "source": "csv_import",
+        }
         assert entry.changes == {
-            "task_name": {"old": None, "new": name},
-            "description": {"old": None, "new": task["description"]},
-            "status": {"old": None, "new": task["status"]},
-            "priority": {"old": None, "new": task["priority"]},
-            "assigned_user_id": {"old": None, "new": task["assigned_user_id"]},
-            "due_date": {"old": None, "new": None},
-            "source": {"old": None, "new": "csv_import"},
+            field: {"old": None, "new": value}
+            for field, value in expected.items()
+            if value is not None
         }
 
 
@@ -638,6 +643,27 @@ def test_missing_file_field_is_422(app: APIFlask, client: FlaskClient, staff: He
     assert count(app, Task) == 0
 
 
+def test_a_created_entry_lists_only_the_fields_the_row_gave(
+    client: FlaskClient, staff: Headers, app: APIFlask
+) -> None:
+    imported(client, staff, csv_of("Bare task,,TRUE,LOW,,", "Full task,Text,no,high,,pat"))
+    by_name = {e.changes["task_name"]["new"]: e.changes for e in audit_entries(app)}
+    assert by_name["Bare task"] == {
+        "task_name": {"old": None, "new": "Bare task"},
+        "status": {"old": None, "new": "active"},
+        "priority": {"old": None, "new": "LOW"},
+        "source": {"old": None, "new": "csv_import"},
+    }
+    assert set(by_name["Full task"]) == {
+        "task_name",
+        "description",
+        "status",
+        "priority",
+        "assigned_user_id",
+        "source",
+    }
+
+
 def test_row_errors_are_reported_and_valid_rows_imported(
     app: APIFlask, client: FlaskClient, staff: Headers
 ) -> None:
@@ -666,33 +692,51 @@ def test_row_errors_are_reported_and_valid_rows_imported(
         "dry_run": False,
     }
     errors = report["errors"]
-    assert all(set(error) == {"row", "column", "message"} for error in errors)
-    assert [(e["row"], e["column"]) for e in errors] == [
-        (2, "task_name"),
-        (3, "status"),
-        (4, "priority"),
-        (5, "created_at"),
+    assert all(set(error) == {"line", "column", "message"} for error in errors)
+    assert [(e["line"], e["column"]) for e in errors] == [
+        (3, "task_name"),
+        (4, "status"),
+        (5, "priority"),
         (6, "created_at"),
-        (7, "assigned_user"),
+        (7, "created_at"),
         (8, "assigned_user"),
-        (9, ""),
+        (9, "assigned_user"),
         (10, ""),
-        (11, "status"),
-        (11, "priority"),
-        (12, "task_name"),
+        (11, ""),
+        (12, "status"),
+        (12, "priority"),
+        (13, "task_name"),
     ]
-    messages = {(e["row"], e["column"]): e["message"] for e in errors}
-    assert "at least 1 character" in messages[(2, "task_name")]
-    assert messages[(3, "status")] == STATUS_ERROR
-    assert all(p in messages[(4, "priority")] for p in ("LOW", "MEDIUM", "HIGH", "CRITICAL"))
-    assert messages[(5, "created_at")] == messages[(6, "created_at")] == DATE_ERROR
-    assert "at least 3 characters" in messages[(7, "assigned_user")]
-    assert "pattern" in messages[(8, "assigned_user")]
-    assert messages[(9, "")] == "expected 6 fields as in the header, got 7"
-    assert messages[(10, "")] == "expected 6 fields as in the header, got 3"
-    assert "at most 255 characters" in messages[(12, "task_name")]
+    messages = {(e["line"], e["column"]): e["message"] for e in errors}
+    assert "at least 1 character" in messages[(3, "task_name")]
+    assert messages[(4, "status")] == STATUS_ERROR
+    assert all(p in messages[(5, "priority")] for p in ("LOW", "MEDIUM", "HIGH", "CRITICAL"))
+    assert messages[(6, "created_at")] == messages[(7, "created_at")] == DATE_ERROR
+    assert "at least 3 characters" in messages[(8, "assigned_user")]
+    assert "pattern" in messages[(9, "assigned_user")]
+    assert messages[(10, "")] == "expected 6 fields as in the header, got 7"
+    assert messages[(11, "")] == "expected 6 fields as in the header, got 3"
+    assert "at most 255 characters" in messages[(13, "task_name")]
     assert set(tasks_in_db(app)) == {"Good one", "Good two"}
     assert count(app, TaskAuditEntry) == 2
+
+
+def test_errors_give_the_files_line_numbers(client: FlaskClient, staff: Headers) -> None:
+    content = (
+        "task_name,description,status,priority,created_at,assigned_user\r\n"  # line 1
+        'Good,"two\nlines",TRUE,LOW,,\r\n'  # lines 2-3
+        "\r\n"  # line 4: blank
+        "Bad status,,maybe,LOW,,\r\n"  # line 5
+        'Long,"three\nline\nvalue",TRUE,urgent,,\r\n'  # lines 6-8
+        "Bad date,,TRUE,LOW,someday,\r\n"  # line 9
+    )
+    report = imported(client, staff, content)
+    assert (report["rows"], report["created"], report["failed"]) == (4, 1, 3)
+    assert [(e["line"], e["column"]) for e in report["errors"]] == [
+        (5, "status"),
+        (6, "priority"),
+        (9, "created_at"),
+    ]
 
 
 def test_control_characters_fail_their_row_as_through_the_api(
@@ -708,9 +752,9 @@ def test_control_characters_fail_their_row_as_through_the_api(
         ),
     )
     assert (report["created"], report["failed"]) == (1, 2)
-    assert [(e["row"], e["column"]) for e in report["errors"]] == [
-        (1, "task_name"),
-        (2, "description"),
+    assert [(e["line"], e["column"]) for e in report["errors"]] == [
+        (2, "task_name"),
+        (3, "description"),
     ]
     assert all("control characters" in e["message"] for e in report["errors"])
     assert set(tasks_in_db(app)) == {"Kept"}
@@ -724,7 +768,7 @@ def test_at_most_100_errors_are_listed_but_every_failure_is_counted(
     report = imported(client, staff, csv_of(*bad[:120], *good, *bad[120:]))
     assert (report["rows"], report["created"], report["failed"]) == (255, 5, 250)
     assert len(report["errors"]) == 100
-    assert [e["row"] for e in report["errors"]] == list(range(1, 101))  # the first 100
+    assert [e["line"] for e in report["errors"]] == list(range(2, 102))  # the first 100
     assert count(app, Task) == 5
 
 
@@ -784,7 +828,7 @@ def test_dry_run_writes_nothing_but_counts_right(
         "users_created": 6,
         "dry_run": True,
     }
-    assert report["errors"] == [{"row": 9, "column": "status", "message": STATUS_ERROR}]
+    assert report["errors"] == [{"line": 10, "column": "status", "message": STATUS_ERROR}]
     assert count(app, Task) == count(app, TaskAuditEntry) == 0
     assert set(users_by_name(app)) == {moderator.username}
 

@@ -156,7 +156,7 @@ def test_rows_naming_unknown_assignees_beyond_the_account_cap_fail(
     )
     expected = {"rows": 7, "created": 5, "skipped_duplicates": 0, "failed": 2, "users_created": 2}
     errors = [
-        {"row": row, "column": "assigned_user", "message": over_account_cap(2)} for row in (4, 6)
+        {"line": line, "column": "assigned_user", "message": over_account_cap(2)} for line in (5, 7)
     ]
     with app_like(app, csv_max_new_accounts_per_file=2, csv_batch_rows=2) as capped:
         client = capped.test_client()
@@ -184,7 +184,7 @@ def test_a_cap_of_zero_new_accounts_imports_only_known_assignees(
         )
     assert (report["created"], report["failed"], report["users_created"]) == (1, 1, 0)
     assert report["errors"] == [
-        {"row": 2, "column": "assigned_user", "message": over_account_cap(0)}
+        {"line": 3, "column": "assigned_user", "message": over_account_cap(0)}
     ]
     assert "bob" not in users_by_name(app)
 
@@ -231,9 +231,9 @@ def test_an_account_registered_after_the_upload_gets_none_of_its_tasks(
         "dry_run": False,
     }
     assert report["errors"] == [
-        {"row": 2, "column": "assigned_user", "message": CREATED_AFTER_UPLOAD},
-        {"row": 4, "column": "assigned_user", "message": over_account_cap(1)},
-        {"row": 5, "column": "assigned_user", "message": CREATED_AFTER_UPLOAD},
+        {"line": 3, "column": "assigned_user", "message": CREATED_AFTER_UPLOAD},
+        {"line": 5, "column": "assigned_user", "message": over_account_cap(1)},
+        {"line": 6, "column": "assigned_user", "message": CREATED_AFTER_UPLOAD},
     ]
     tasks = tasks_in_db(app)
     assert set(tasks) == {"For Alice", "For Newbie"}
@@ -262,7 +262,7 @@ def test_the_synchronous_path_matches_only_accounts_older_than_the_request(
     )
     assert (report["created"], report["failed"], report["users_created"]) == (1, 1, 0)
     assert report["errors"] == [
-        {"row": 2, "column": "assigned_user", "message": CREATED_AFTER_UPLOAD}
+        {"line": 3, "column": "assigned_user", "message": CREATED_AFTER_UPLOAD}
     ]
     assert set(tasks_in_db(app)) == {"Early"}
 

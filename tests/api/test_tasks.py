@@ -157,6 +157,20 @@ def test_create_returns_201_location_and_defaults(
     assert stored["created_at"] == created_at
 
 
+def test_a_created_entry_lists_only_the_fields_the_task_has(
+    client: FlaskClient, alice_headers: Headers
+) -> None:
+    body = create(client, alice_headers, task_name="Just a name")
+    history = client.get(f"/task/{body['id']}/history", headers=alice_headers)
+    [entry] = history.json["items"]
+    # No `null -> null` for the description, assignee and due date it was not given.
+    assert entry["changes"] == {
+        "task_name": {"old": None, "new": "Just a name"},
+        "status": {"old": None, "new": "active"},
+        "priority": {"old": None, "new": "MEDIUM"},
+    }
+
+
 def test_create_with_every_field_is_audited_as_created(
     app: APIFlask, client: FlaskClient, alice: Account, alice_headers: Headers
 ) -> None:
