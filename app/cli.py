@@ -140,6 +140,7 @@ def import_csv_command(path: Path, dry_run: bool, actor_name: str | None) -> Non
                     uploaded_at=uploaded_at,
                     dry_run=dry_run,
                     batch_size=current_app.config["SETTINGS"].csv_batch_rows,
+                    writers=current_app.config["SETTINGS"].csv_import_writers,
                     on_progress=progress,
                 )
         except DomainError as exc:

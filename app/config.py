@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     csv_max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     csv_async_threshold_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     csv_batch_rows: int = Field(default=2000, ge=1, le=5000)
+    # Connections a background or `flask import-csv` import writes on at once (PostgreSQL).
+    csv_import_writers: int = Field(default=2, ge=1, le=8)
     upload_dir: str = str(INSTANCE_DIR / "uploads")
     # Per uploaded file: data rows, and the accounts its unknown assignees may create.
     csv_max_rows_per_file: int = Field(default=200_000, gt=0)

@@ -21,6 +21,7 @@ import os
 import resource
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from flask_migrate import upgrade
@@ -40,8 +41,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def generate(path: Path, rows: int) -> None:
-    """Row i: a unique name, ~200 assignees (every 10th row unassigned), mixed spellings."""
+def generate(path: Path, rows: int, assignees: Sequence[str] = ()) -> None:
+    """Row i: a unique name, `assignees` round-robin (default: ASSIGNEES unknown names) with
+    every 10th row unassigned, mixed spellings."""
+    names = list(assignees) or [f"assignee_{n:03d}" for n in range(ASSIGNEES)]
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(HEADER)
@@ -55,7 +58,7 @@ def generate(path: Path, rows: int) -> None:
                     STATUSES[i % len(STATUSES)],
                     PRIORITIES[i % len(PRIORITIES)],
                     created,
-                    "" if i % 10 == 0 else f"assignee_{i % ASSIGNEES:03d}",
+                    "" if i % 10 == 0 else names[i % len(names)],
                 )
             )
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.scale [--tasks 10000000] [--small 100000] [--users 2000]
                                     [--log-days 3] [--keep] [--requests 1000] [--only a,c,e]
+                                    [--import-rows 1000000]
 
 Not run in CI (seeding 10M tasks takes minutes and several GB). Needs PostgreSQL
 (BENCH_DATABASE_URL or --server) and wrk on PATH. For each size, small first:
@@ -29,11 +30,15 @@ Not run in CI (seeding 10M tasks takes minutes and several GB). Needs PostgreSQL
   5. the jobs (bench/scale_jobs.py; `--only f` or `g` runs them without the reads): (f) the
      daily load of every active task by raw `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, then
      by the loader through `POST /admin/jobs/daily-log` on 1 and on 2 Celery workers, each a day
-     of January 2001; (g) `flask logs prune` of that month.
+     of January 2001; (g) `flask logs prune` of that month;
+  6. (h) a CSV file of --import-rows tasks (1,000,000) imported by `flask import-csv`, against a
+     raw COPY of the file into a text table and of its rows straight into task_manager
+     (bench/scale_import.py; `--only h`); the imported tasks are deleted afterwards.
 
 It prints p50 and p99 per scenario and size, and PASS/FAIL against the targets: p99 < 50 ms at
 the large size, at most 1.5x its p99 at the small size, no non-2xx answer, every process's peak
-RSS < 300 MB; the load on 1 worker at most 1.3x the raw SQL's time, faster on 2. Without --keep
+RSS < 300 MB; the load on 1 worker at most 1.3x the raw SQL's time, faster on 2; the import
+at >= 30,000 rows/s with a peak RSS < 200 MB. Without --keep
 it drops its databases at the end.
 """
 
@@ -77,6 +82,7 @@ from bench.api import (
     stop_server,
 )
 from bench.common import DEFAULT_SERVER, make_log_partitions, peak_rss_mb
+from bench.scale_import import ImportResult, measure_import, report_import
 from bench.scale_jobs import JobsResult, measure_jobs, report_jobs
 
 TABLES = ("task_manager", "task_logger")
@@ -415,6 +421,7 @@ class SizeResult:
     rss_mb: dict[int, float]
     writes: list[int]
     jobs: JobsResult | None
+    imported: ImportResult | None
 
 
 def run_size(url: str, tasks: int, args: argparse.Namespace, tmp: Path) -> SizeResult:
@@ -470,7 +477,10 @@ def run_size(url: str, tasks: int, args: argparse.Namespace, tmp: Path) -> SizeR
         jobs = None
         if not args.only or "f" in args.only or "g" in args.only:
             jobs = measure_jobs(url, api.base_url, admin, env, tmp)
-        return SizeResult(tasks, rows, rss, writes, jobs)
+        imported = None
+        if not args.only or "h" in args.only:
+            imported = measure_import(url, env, tmp, args.import_rows)
+        return SizeResult(tasks, rows, rss, writes, jobs, imported)
     finally:
         for server in servers:
             stop_server(server)
@@ -516,6 +526,9 @@ def report(small: SizeResult, large: SizeResult) -> bool:
     for size in (small, large):
         if size.jobs is not None:
             ok = report_jobs(size.tasks, size.jobs) and ok
+    for size in (small, large):
+        if size.imported is not None:
+            ok = report_import(size.tasks, size.imported) and ok
     print(f"this process (seeding and driving): peak RSS {own:.0f} MB")
     return ok
 
@@ -535,6 +548,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--write-interval", type=float, default=0.1)
     parser.add_argument("--only", default="", help="letters of the scenarios, e.g. 'a,c'")
+    parser.add_argument("--import-rows", type=int, default=1_000_000, help="rows of (h)'s file")
     parser.add_argument("--cache", action="store_true", help="serve with the response cache on")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))

@@ -88,6 +88,7 @@ def _import(
         uploaded_at=uploaded_at,
         dry_run=dry_run,
         batch_size=settings().csv_batch_rows,
+        writers=settings().csv_import_writers,
         on_progress=progress,
     )
     result = report.as_dict()

@@ -21,6 +21,11 @@ def _dialect() -> Any:
     return postgresql if db.engine.dialect.name == "postgresql" else sqlite
 
 
+def writes_in_parallel() -> bool:
+    """Whether several connections may insert tasks at once (SQLite has one writer at a time)."""
+    return bool(db.engine.dialect.name == "postgresql")
+
+
 @dataclass(frozen=True)
 class ExistingAccount:
     """What the import's assignee rule needs to know of an account holding an assignee's name."""

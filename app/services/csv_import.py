@@ -56,6 +56,7 @@ from app.repositories.csv_import import ExistingAccount
 from app.schemas.csv_import import CsvTaskRow
 from app.services.actor import Actor
 from app.services.context import settings
+from app.services.csv_writers import ParallelWriters, SessionWriter
 from app.services.errors import InvalidInput, UnreadableInput
 
 REQUIRED_COLUMNS = ("task_name", "status", "priority")
@@ -293,9 +294,11 @@ class Assignees:
                 self.refused[name] = CREATED_AFTER_UPLOAD
 
 
-def _write_batch(
-    batch: list[ValidRow], actor: Actor, report: ImportReport, assignees: Assignees
-) -> None:
+def _task_rows(
+    batch: list[ValidRow], report: ImportReport, assignees: Assignees
+) -> list[dict[str, Any]]:
+    """The batch's rows as task rows to insert, their assignees settled; the rows naming an
+    assignee that cannot be used are counted as failed and left out."""
     assignees.settle((r.row.assigned_user for r in batch if r.row.assigned_user), report)
     now = datetime.now(UTC)
     rows = []
@@ -321,9 +324,17 @@ def _write_batch(
                 "import_key": item.import_key,
             }
         )
-    created = import_repo.insert_tasks_with_audit(rows, actor.id, now)
-    report.created += created
-    report.skipped_duplicates += len(rows) - created
+    return rows
+
+
+def _writer(
+    actor: Actor, dry_run: bool, writers: int, batch_size: int
+) -> SessionWriter | ParallelWriters:
+    """A dry run's batches share the caller's transaction, and so do SQLite's (one writer at a
+    time there); otherwise `writers` connections write at once."""
+    if dry_run or writers < 2 or not import_repo.writes_in_parallel():
+        return SessionWriter(actor.id, commit=not dry_run)
+    return ParallelWriters(writers, actor.id, batch_size)
 
 
 def import_tasks(
@@ -333,14 +344,16 @@ def import_tasks(
     uploaded_at: datetime | None = None,
     dry_run: bool = False,
     batch_size: int = 2000,
+    writers: int = 1,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Import a CSV file of tasks as `actor`. Returns the report. `uploaded_at` is the upload's
     time for the assignee rule (the module docstring); default: now, for a file read as it
-    arrives. Raises InvalidInput (422, bad header) before anything is written, and
-    UnreadableInput (400) where the file stops being readable: batches before that point are
-    committed (not in a dry run), so callers make one reading pass first
-    (count_rows_within_cap) to refuse such a file, or one over the rows cap, whole."""
+    arrives. `writers`: database connections writing at once (app.services.csv_writers).
+    Raises InvalidInput (422, bad header) before anything is written, and UnreadableInput (400)
+    where the file stops being readable: batches before that point are committed (not in a dry
+    run), so callers make one reading pass first (count_rows_within_cap) to refuse such a file,
+    or one over the rows cap, whole."""
     report = ImportReport(dry_run=dry_run)
     assignees = Assignees(uploaded_at or utcnow(), settings().csv_max_new_accounts_per_file)
 
@@ -352,15 +365,16 @@ def import_tasks(
                 yield item
 
     try:
-        for batch in _batches(valid_rows(), batch_size):
-            _write_batch(batch, actor, report, assignees)
-            if not dry_run:
-                db.session.commit()
-            if on_progress is not None:
-                on_progress(report.rows)
+        with _writer(actor, dry_run, writers, batch_size) as writer:
+            for batch in _batches(valid_rows(), batch_size):
+                writer.write(_task_rows(batch, report, assignees))
+                if on_progress is not None:
+                    on_progress(report.rows)
     except Exception:
         db.session.rollback()
         raise
     if dry_run:
         db.session.rollback()
+    report.created = writer.created
+    report.skipped_duplicates = writer.written - writer.created
     return report
