@@ -1,5 +1,5 @@
 # Two commands on a fresh machine with Python 3.11:
-#   make run    install into .venv, migrate, serve on http://localhost:5000 (Swagger UI at /apidocs)
+#   make run    install into .venv, migrate, serve on http://127.0.0.1:5000 (HOST, PORT; Swagger UI at /apidocs)
 #   make test   lint, type-check and run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -7,7 +7,7 @@ LINT_DIRS := $(wildcard app tests bench)
 BIN    := $(VENV)/bin
 export FLASK_APP := app
 # Processes started by honcho (granian through app.server, celery) come from the venv.
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test lint typecheck pytest lock clean
 
@@ -24,16 +24,15 @@ $(VENV)/.dev: requirements.lock requirements-dev.lock | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.lock
 	touch $@ $(VENV)/.runtime
 
+# The server prints the address it serves on; Ctrl-C stops everything (app/dev_run.py).
 run: $(VENV)/.runtime
 	$(BIN)/flask db upgrade
 	@if [ -n "$$ADMIN_USERNAME" ] && [ -n "$$ADMIN_PASSWORD" ]; then \
 		$(BIN)/flask create-admin --if-missing --email "$${ADMIN_EMAIL:-$$ADMIN_USERNAME@localhost.localdomain}"; \
 	else \
-		echo "No admin bootstrapped. Create one with:  $(BIN)/flask create-admin --username admin --email admin@example.com"; \
-		echo "(or run: ADMIN_USERNAME=admin ADMIN_PASSWORD=... make run)"; \
+		$(BIN)/flask admin-hint; \
 	fi
-	@echo "Serving on http://localhost:5000  (Swagger UI: http://localhost:5000/apidocs)"
-	$(BIN)/honcho start -f Procfile
+	$(BIN)/python -m app.dev_run -f Procfile
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check $(LINT_DIRS)
@@ -47,11 +46,14 @@ pytest: $(VENV)/.dev
 
 test: lint typecheck pytest
 
-# Re-resolve the lock files after editing requirements*.in.
+# Re-resolve the lock files after editing the dependencies in pyproject.toml (the runtime set,
+# then the dev extra constrained to the runtime lock's versions). pip-compile keeps the versions
+# already locked unless the pins in pyproject.toml ask otherwise.
+COMPILE := $(BIN)/pip-compile --quiet --strip-extras --no-header --no-emit-index-url --no-emit-find-links
 lock: $(VENV)/.dev
 	$(BIN)/pip install --quiet pip-tools==7.6.2
-	$(BIN)/pip-compile --quiet --strip-extras --no-header --no-emit-index-url --no-emit-find-links -o requirements.lock requirements.in
-	$(BIN)/pip-compile --quiet --strip-extras --no-header --no-emit-index-url --no-emit-find-links -o requirements-dev.lock requirements.in requirements-dev.in
+	$(COMPILE) -o requirements.lock pyproject.toml
+	$(COMPILE) --extra dev -c requirements.lock -o requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -25,9 +25,10 @@ from app.api import (  # noqa: F401  (current_user registers the token callbacks
 from app.api.errors import register_error_handlers
 from app.api.json_provider import install_json
 from app.api.rate_limits import init_rate_limits
+from app.api.spec import install as install_openapi_completion
 from app.auth.tokens import VerifiedTokens
 from app.cache.setup import init_cache
-from app.config import Settings, load_settings
+from app.config import INSTANCE_DIR, PACKAGE_DIR, Settings, load_settings
 from app.extensions import db, migrate
 from app.jobs.celery_app import init_celery
 from app.observability.logging import configure_logging, install_request_logging
@@ -35,7 +36,13 @@ from app.observability.metrics import install_metrics
 from app.repositories import log_partitions
 
 __version__ = "0.1.0"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The Alembic migrations: the copy a wheel ships inside the package (pyproject.toml), else the
+# repository's, beside the package (a checkout, the image).
+MIGRATIONS_DIR = (
+    PACKAGE_DIR / "migrations"
+    if (PACKAGE_DIR / "migrations").is_dir()
+    else PACKAGE_DIR.parent / "migrations"
+)
 
 
 def create_app(settings: Settings | None = None) -> APIFlask:
@@ -47,6 +54,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
         version=__version__,
         docs_path="/apidocs",
         spec_path="/openapi.json",
+        instance_path=str(INSTANCE_DIR),  # Flask's own default, except for an installed wheel
     )
     app.config.update(settings.flask_config())
     install_json(app)
@@ -71,6 +79,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     for blueprint in (auth.bp, tasks.bp, logs.bp, imports.bp, admin.bp, admin_jobs.bp, health.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(docs.bp)
+    install_openapi_completion(app)
 
     init_cache(app, settings)
     app.extensions["verified_tokens"] = VerifiedTokens(settings.session_memory_max_entries)

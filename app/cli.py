@@ -1,10 +1,11 @@
-"""flask commands: create-admin, load-daily, import-csv, logs prune."""
+"""flask commands: create-admin, admin-hint, load-daily, import-csv, logs prune."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,22 @@ def create_admin_command(username: str, email: str, password_env: str, if_missin
     except Conflict as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(f"created admin {user.username!r} (id {user.id}, role {Role.ADMIN.value})")
+
+
+@click.command("admin-hint")
+@with_appcontext
+def admin_hint_command() -> None:
+    """Say how to create an admin, only while there is no active one (`make run` asks at each
+    start, so the hint stops once it has been followed)."""
+    if user_repo.first_active_admin() is not None:
+        return
+    # The command as it was typed (`make run`: .venv/bin/flask), which works where it did.
+    flask = sys.argv[0] if Path(sys.argv[0]).name == "flask" else "flask"
+    click.echo(
+        f"No admin yet. Create one with:  {flask} create-admin --username admin "
+        "--email admin@example.com\n"
+        "(or start with ADMIN_USERNAME=admin ADMIN_PASSWORD=... make run)"
+    )
 
 
 @click.command("load-daily")
@@ -186,6 +203,7 @@ def prune_logs_command(older_than: timedelta) -> None:
 
 def register_commands(app: Flask) -> None:
     app.cli.add_command(create_admin_command)
+    app.cli.add_command(admin_hint_command)
     app.cli.add_command(load_daily_command)
     app.cli.add_command(import_csv_command)
     app.cli.add_command(logs_group)

@@ -15,13 +15,23 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Where instance/ (the embedded database, broker, cache and uploads) and .env are: the checkout
+# (or the image's WORKDIR) the package runs from; installed from a wheel into site-packages,
+# the working directory, so that nothing is written among the installed packages.
+PROJECT_ROOT = (
+    Path.cwd()
+    if PACKAGE_DIR.parent.name in ("site-packages", "dist-packages")
+    else PACKAGE_DIR.parent
+)
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 
 # Values that mark a secret as "not really set": the development defaults and the .env.example text.
 DEV_SECRET = "dev-only-secret-change-me-before-deploying-anywhere"  # noqa: S105 (refused outside dev)
 PLACEHOLDER_SECRETS = frozenset({"", DEV_SECRET, "change-me", "changeme", "secret"})
 MIN_SECRET_LENGTH = 32
+# The description of every 422 that lists invalid fields.
+VALIDATION_FAILED = "Some fields are invalid; see `errors`."
 
 
 class AppEnv(StrEnum):
@@ -73,6 +83,13 @@ class Settings(BaseSettings):
     argon2_parallelism: int = 4
 
     max_json_body_bytes: int = 1024 * 1024
+    # The URL (path and query) and the headers a request may have: past them the app answers
+    # 414 or 431 in its JSON error. Kept below the servers' own limits (granian: a 65,534-byte
+    # URL, 100 headers; werkzeug's development server: a 65,536-byte line, 100 headers), which
+    # would answer first, with an empty or an HTML body.
+    max_url_bytes: int = Field(default=16_384, ge=1024, le=60_000)
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=60_000)
+    max_header_count: int = Field(default=64, ge=16, le=90)
     # Browser origins allowed to call the API (CORS); empty: no CORS headers at all.
     # CORS_ORIGINS: a JSON list or comma-separated, e.g. https://app.example.com,https://x.org
     cors_origins: Annotated[list[str], NoDecode] = []
@@ -88,6 +105,8 @@ class Settings(BaseSettings):
     celery_always_eager: bool = False
     # Redis only: a job taken by a worker that died before acking it is redelivered after this.
     celery_visibility_timeout_seconds: int = Field(default=3600, gt=0)
+    # Where beat keeps the last run of each schedule (its directory is made if missing).
+    celery_beat_schedule: str = str(INSTANCE_DIR / "celerybeat-schedule")
 
     # Response cache (Redis at REDIS_URL; in-process without it).
     cache_enabled: bool = True
@@ -148,8 +167,9 @@ class Settings(BaseSettings):
     # A running run with no chunk done for this long is resumed by the next scheduled check.
     loader_stall_minutes: int = Field(default=10, ge=1)
 
-    # Observability.
-    log_format: str = Field(default="json", pattern="^(json|text)$")
+    # Observability. Logs: JSON lines for machines to parse, or text for people (the request
+    # id on each line either way). Unset: text in development (`make run`), else JSON.
+    log_format: str = Field(default="", pattern="^(json|text)?$")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     # The app's own log line per request (logger app.request): the access log, with the request
     # id and the user id (the server's own access log is off: app/server.py).
@@ -198,6 +218,12 @@ class Settings(BaseSettings):
     @property
     def is_production_like(self) -> bool:
         return self.app_env in (AppEnv.STAGING, AppEnv.PRODUCTION)
+
+    @model_validator(mode="after")
+    def _log_format_for_the_environment(self) -> Settings:
+        if not self.log_format:
+            self.log_format = "text" if self.app_env == AppEnv.DEVELOPMENT else "json"
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
@@ -257,7 +283,7 @@ class Settings(BaseSettings):
             "SQLALCHEMY_DATABASE_URI": self.database_url,
             "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
             "MAX_CONTENT_LENGTH": self.max_json_body_bytes,
-            "VALIDATION_ERROR_DESCRIPTION": "Some fields are invalid; see `errors`.",
+            "VALIDATION_ERROR_DESCRIPTION": VALIDATION_FAILED,
             "SETTINGS": self,
         }
 

@@ -25,7 +25,7 @@ written in the app's format (LOG_FORMAT, LOG_LEVEL) on stderr, beside the app's.
 
 granian is run through its embedded API (`granian.Granian`) rather than by exec'ing its CLI,
 because three things need a hook in this process: its logging takes a dictionary built here in
-the app's JSON shape (the CLI only reads a file); each worker builds the app through
+the app's format (the CLI only reads a file); each worker builds the app through
 `build_app`, which then freezes what it built out of the garbage collector's sight; and the
 Prometheus directory is emptied right before the workers start. The cost: granian's other
 variables (e.g. GRANIAN_BACKPRESSURE) are not read; add them here when one is needed.
@@ -181,6 +181,12 @@ def log_config(log_format: str, level: str) -> dict[str, Any]:
     }
 
 
+def base_url(address: str, port: int) -> str:
+    """The URL of the address and port the server binds (an IPv6 address in brackets)."""
+    host = f"[{address}]" if ":" in address and not address.startswith("[") else address
+    return f"http://{host}:{port}"
+
+
 def resolve_target(target: str) -> Callable[[], Callable[..., Any]]:
     """The factory `MODULE:FACTORY` names, imported."""
     module_name, _, factory_name = target.partition(":")
@@ -262,7 +268,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     prepare_multiprocess_dir(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     server = Granian(args.target, **options)  # configures the logging above
-    log.info("serving %s", args.target, extra={"options": shown})
+    # The banner: `make run` prints no address of its own, as only this process knows it.
+    url = base_url(options["address"], options["port"])
+    docs = f" (Swagger UI: {url}/apidocs)" if args.target == DEFAULT_TARGET else ""
+    log.info("serving %s on %s%s", args.target, url, docs, extra={"url": url, "options": shown})
     # What this process has imported (the app's modules) leaves the collector's sight before
     # granian forks the workers from it (multiprocessing's default start method on Linux before
     # Python 3.14): fewer pages copied into each worker, and less for its collections to walk.

@@ -183,3 +183,43 @@ def test_a_short_prompted_password_is_rejected(app: APIFlask) -> None:
     assert result.exit_code == 2
     assert "tiny" not in result.output
     assert user_count(app) == 0
+
+
+# --- admin-hint (`make run` calls it at each start) ----------------------------------------------
+
+
+def admin_hint(app: APIFlask) -> Result:
+    return app.test_cli_runner().invoke(args=["admin-hint"])
+
+
+def test_the_admin_hint_shows_while_there_is_no_admin(app: APIFlask) -> None:
+    result = admin_hint(app)
+
+    assert result.exit_code == 0, result.output
+    assert "No admin yet. Create one with:" in result.output
+    assert "create-admin --username admin --email admin@example.com" in result.output
+
+
+def test_the_admin_hint_is_silent_once_an_admin_exists(
+    app: APIFlask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ADMIN_PASSWORD", PASSWORD)
+    assert create_admin(app, *ADMIN_ARGS).exit_code == 0
+
+    result = admin_hint(app)
+
+    assert (result.exit_code, result.output) == (0, "")
+
+
+def test_a_deactivated_admin_does_not_silence_the_hint(
+    app: APIFlask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ADMIN_PASSWORD", PASSWORD)
+    assert create_admin(app, *ADMIN_ARGS).exit_code == 0
+    with app.app_context():
+        admin = db.session.scalar(select(User).where(User.username == "boss"))
+        assert admin is not None
+        admin.is_active = False
+        db.session.commit()
+
+    assert "No admin yet" in admin_hint(app).output

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from apiflask import APIBlueprint
 from flask import url_for
 
 from app.api.current_user import current_user
-from app.api.idempotency import IN_PROGRESS_RESPONSE, KEY_ERRORS, idempotent
+from app.api.idempotency import idempotent
+from app.api.spec.errors import route_responses
 from app.extensions import token_auth
 from app.models import Role
 from app.schemas.task_logs import DailyLogJobIn, JobAccepted, JobOut
@@ -21,27 +23,27 @@ bp = APIBlueprint(
     url_prefix="/admin/jobs",
 )
 ADMIN_ONLY = [Role.ADMIN.value]
-LOCATION_HEADER: Any = {"Location": {"description": "The job's status URL"}}
+LOCATION_HEADER: Any = {
+    "Location": {"description": "The job's status URL", "schema": {"type": "string"}}
+}
 
 
 @bp.post("/daily-log")
 @bp.auth_required(token_auth, roles=ADMIN_ONLY)
 @bp.input(DailyLogJobIn, arg_name="body")
 @idempotent(bp)
-@bp.output(JobAccepted, status_code=202, headers=LOCATION_HEADER)
+@bp.output(JobAccepted, status_code=202)
 @bp.doc(
     summary="Run the daily task log now",
     description="Queues the loader for `date` (or today plus missed days). Idempotent: a day "
     "already logged logs nothing twice. A retry with the same `Idempotency-Key` gets the same "
     "job instead of queueing another.",
-    responses={
-        400: "Bad Request",
-        401: "Authentication error",
-        403: "Forbidden",
-        409: IN_PROGRESS_RESPONSE,
-        422: "Some fields are invalid (see `errors`)" + KEY_ERRORS,
-        503: "The job queue is unavailable",
-    },
+    responses=route_responses(
+        {
+            202: {"description": "The job, queued", "headers": LOCATION_HEADER},
+            503: "The job queue or the database is unavailable",
+        }
+    ),
 )
 def start_daily_log(body: DailyLogJobIn) -> Any:
     job = job_service.start_daily_log_job(body.date, current_user())
@@ -53,13 +55,13 @@ def start_daily_log(body: DailyLogJobIn) -> Any:
     )
 
 
-@bp.get("/<job_id>")
+# A UUID converter: `GET /admin/jobs/daily-log` is no job, and the path does not answer GET.
+@bp.get("/<uuid:job_id>")
 @bp.auth_required(token_auth, roles=[Role.ADMIN.value, Role.MODERATOR.value])
 @bp.output(JobOut)
 @bp.doc(
     summary="A background job's state, progress and result",
     description="Admins see every job; moderators the jobs they started (CSV imports).",
-    responses=[401, 403, 404],
 )
-def get_job(job_id: str) -> Any:
-    return job_service.job_status(job_id, current_user())
+def get_job(job_id: UUID) -> Any:
+    return job_service.job_status(str(job_id), current_user())

@@ -35,7 +35,7 @@ bp = APIBlueprint("auth", __name__, tag={"name": "Auth", "description": "Account
     summary="Create an account",
     description="The username must be free (409); the email need not be: it is only contact "
     "information, and refusing one that is taken would tell who has an account.",
-    responses=[400, 409, 422, 429],
+    responses={409: "The username is taken"},
 )
 def register(body: RegisterIn) -> Any:
     return accounts.register_user(body.username, str(body.email), body.password)
@@ -51,7 +51,10 @@ def register(body: RegisterIn) -> Any:
 @limiter.limit(login_per_username_limit, key_func=submitted_username, deduct_when=failed_login)
 @bp.input(LoginIn, arg_name="body")
 @bp.output(TokenPairOut, description="An access token and a refresh token")
-@bp.doc(summary="Log in", responses=[400, 401, 403, 422, 429])
+@bp.doc(
+    summary="Log in",
+    responses={401: "Wrong username or password", 403: "The account is disabled"},
+)
 def login(body: LoginIn) -> Any:
     return sessions.login(body.username, body.password)
 
@@ -62,7 +65,7 @@ def login(body: LoginIn) -> Any:
 @bp.doc(
     summary="Rotate a refresh token",
     description="Presenting a refresh token that was already used revokes its whole session.",
-    responses=[400, 401, 422],
+    responses={401: "The refresh token is invalid, expired, revoked or already used"},
 )
 def refresh(body: RefreshIn) -> Any:
     return sessions.refresh(body.refresh_token)
@@ -73,7 +76,7 @@ def refresh(body: RefreshIn) -> Any:
 @bp.doc(
     summary="Log out",
     description="Revokes the session: its refresh tokens and its access tokens.",
-    responses={204: "Logged out", 401: "Authentication error"},
+    responses={204: "Logged out"},
 )
 def logout() -> tuple[str, int]:
     sessions.logout(current_principal())
@@ -98,7 +101,10 @@ def me() -> Any:
     summary="Change email or password",
     description="A password change needs `current_password` and signs out all other sessions. "
     "Any email is accepted, one that another account has too.",
-    responses=[400, 401, 422, 429],
+    responses={
+        401: "No valid access token, or a wrong `current_password`",
+        422: "Some fields are invalid (see `errors`)",
+    },
 )
 def update_me(body: MeUpdateIn) -> Any:
     change = accounts.ProfileChange(

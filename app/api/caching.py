@@ -33,12 +33,18 @@ from app.services.actor import Actor
 
 STORED_HEADERS = ("Link", "ETag", "Content-Type")
 
+# OpenAPI header objects, for a view's `doc(responses={status: {"headers": ...}})` (given to
+# `output(headers=...)`, APIFlask reads them as schema fields and documents none).
 CACHE_HEADERS: Any = {
     "X-Cache": {
         "description": "HIT: served from the cache; MISS: computed (and cached); BYPASS: the "
-        "cache is unavailable, answered from the database"
+        "cache is unavailable, answered from the database",
+        "schema": {"type": "string", "enum": ["HIT", "MISS", "BYPASS"]},
     },
-    "ETag": {"description": "Send it back as If-None-Match to get a 304 when unchanged"},
+    "ETag": {
+        "description": "Send it back as If-None-Match to get a 304 when unchanged",
+        "schema": {"type": "string"},
+    },
 }
 CACHE_DOC = (
     " Answers are cached (see `X-Cache`) and invalidated by any write that could change them;"

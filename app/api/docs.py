@@ -18,10 +18,12 @@ bp = Blueprint(
 )
 
 
-def error_schema(*, errors_required: bool = False) -> dict[str, Any]:
+def error_schema(*, title: str, errors_required: bool = False) -> dict[str, Any]:
     """The OpenAPI schema of the error body the app really sends (`app.api.errors`), in place of
-    APIFlask's default `{detail, message}`, which no response of this app has."""
+    APIFlask's default `{detail, message}`, which no response of this app has. Each variant has
+    a title of its own: client generators name their models by it."""
     schema = ErrorOut.model_json_schema()
+    schema["title"] = title
     schema["properties"]["errors"] = {
         "type": "object",
         "description": "Messages per location (`json`, `query`, ...) and per field",
@@ -38,8 +40,12 @@ def error_schema(*, errors_required: bool = False) -> dict[str, Any]:
 
 def docs_config() -> dict[str, Any]:
     return {
-        "HTTP_ERROR_SCHEMA": error_schema(),
-        "VALIDATION_ERROR_SCHEMA": error_schema(errors_required=True),
+        "HTTP_ERROR_SCHEMA": error_schema(title="HTTPError"),
+        "VALIDATION_ERROR_SCHEMA": error_schema(title="ValidationError", errors_required=True),
+        # The error answers are documented by rule in app.api.spec.errors, one text for each.
+        "AUTO_AUTH_ERROR_RESPONSE": False,
+        "AUTO_404_RESPONSE": False,
+        "AUTO_VALIDATION_ERROR_RESPONSE": False,
         "SWAGGER_UI_CSS": f"{STATIC_URL}/swagger-ui.css",
         "SWAGGER_UI_BUNDLE_JS": f"{STATIC_URL}/swagger-ui-bundle.js",
         "SWAGGER_UI_STANDALONE_PRESET_JS": f"{STATIC_URL}/swagger-ui-standalone-preset.js",

@@ -9,9 +9,10 @@ from typing import Any
 from apiflask import APIFlask, HTTPError
 from flask import g, request
 from sqlalchemy import exc as sa_exc
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 
+from app.api.not_found import resource_not_found
 from app.extensions import db, token_auth
 from app.services import errors as domain
 
@@ -93,6 +94,9 @@ def _from_werkzeug(exc: HTTPException) -> tuple[dict[str, Any], int, Any]:
     status = exc.code or 500
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
     description = exc.description or HTTP_STATUS_CODES.get(status, "Error")
+    if isinstance(exc, NotFound) and request.url_rule is None:
+        # Routing found no rule: on a resource's path (a malformed id), the resource's own 404.
+        description = resource_not_found(request.path) or description
     return error_body(status, description), status, headers
 
 

@@ -11,8 +11,13 @@ from flask_cors import CORS
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app.api.not_found import not_found_message
+from app.api.request_limits import refuse_oversized_requests
+from app.config import VALIDATION_FAILED
 from app.database import end_read_only_session, read_only_session
 from app.models.types import MAX_ID
+from app.schemas.common import NOT_A_JSON_OBJECT, ROOT_ERROR_FIELD
+from app.services.errors import InvalidInput
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -43,18 +48,30 @@ class NoCookieSessions(SecureCookieSessionInterface):
         return self.make_null_session(app)
 
 
-def require_json_content_type() -> None:
-    """A JSON endpoint answers 415 to any other media type, before the body is read."""
+def _sends_body_to_a_json_endpoint() -> bool:
     if request.method not in BODY_METHODS or request.endpoint is None:
-        return
+        return False
     view = current_app.view_functions.get(request.endpoint)
     spec = getattr(view, "_spec", {})
     has_body = bool(request.content_length) or "chunked" in request.headers.get(
         "Transfer-Encoding", ""
     )
-    expects_json = "body" in spec and spec.get("content_type") == "application/json"
-    if expects_json and has_body and not request.is_json:
+    return has_body and "body" in spec and spec.get("content_type") == "application/json"
+
+
+def require_json_content_type() -> None:
+    """A JSON endpoint answers 415 to any other media type, before the body is read."""
+    if _sends_body_to_a_json_endpoint() and not request.is_json:
         raise UnsupportedMediaType("Send the body as application/json.")
+
+
+def refuse_null_json_body() -> None:
+    """A JSON body of `null` is no object: 422 as for `[]`. (APIFlask reads it as no body, which
+    an endpoint whose fields are all optional would take for an empty object.)"""
+    if _sends_body_to_a_json_endpoint() and request.get_data(cache=True).strip() == b"null":
+        raise InvalidInput(
+            VALIDATION_FAILED, errors={ROOT_ERROR_FIELD: [NOT_A_JSON_OBJECT]}, location="json"
+        )
 
 
 def reads_only() -> None:
@@ -69,9 +86,10 @@ def end_reads_only(_error: BaseException | None) -> None:
 
 def refuse_impossible_ids(_endpoint: str | None, values: dict[str, Any] | None) -> None:
     """An `<int:...>` id past the INTEGER columns' range cannot exist: 404 before it reaches
-    SQL, where it would be an out-of-range error."""
-    if values and any(isinstance(v, int) and v > MAX_ID for v in values.values()):
-        raise NotFound("No such object.")
+    SQL, where it would be an out-of-range error; worded as the resource's own 404."""
+    for name, value in (values or {}).items():
+        if isinstance(value, int) and value > MAX_ID:
+            raise NotFound(not_found_message(name) or "No such object.")
 
 
 def add_security_headers(response: Response) -> Response:
@@ -133,8 +151,11 @@ def install(app: Flask) -> None:
     app.request_class = ApiRequest
     app.session_interface = NoCookieSessions()
     app.url_value_preprocessor(refuse_impossible_ids)
+    # Before every other check of the request (the rate limits' come later: init_rate_limits).
+    app.before_request(refuse_oversized_requests)
     app.before_request(reads_only)
     app.teardown_request(end_reads_only)
     app.before_request(require_json_content_type)
+    app.before_request(refuse_null_json_body)
     app.after_request(add_security_headers)
     install_cors(app, list(getattr(settings, "cors_origins", None) or []))

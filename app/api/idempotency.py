@@ -53,8 +53,7 @@ HEADER_DOC = (
 )
 KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "^[!-~]+$"}
 
-# For the views' `doc(responses=...)`: the answers the header adds. A response given as a dict
-# keeps only what it says, so it names the error body's schema (APIFlask's name for it) itself.
+# The answers the header adds, documented on every operation that takes it (app.api.spec.errors).
 IN_PROGRESS_RESPONSE: Any = {
     "description": "A request with the same Idempotency-Key is still in progress",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPError"}}},

@@ -9,7 +9,7 @@ from flask import Response, jsonify, request, url_for
 from werkzeug.exceptions import UnsupportedMediaType
 
 from app.api.current_user import current_user
-from app.api.idempotency import IN_PROGRESS_RESPONSE, KEY_ERRORS, idempotent
+from app.api.idempotency import idempotent
 from app.extensions import token_auth
 from app.models import Role
 from app.models.types import utcnow
@@ -64,14 +64,10 @@ def _size(stream: Any) -> int:
     responses={
         202: "Queued as a background job: {job_id, state, status_url}",
         400: "Not a CSV file, or not UTF-8",
-        401: "Authentication error",
-        403: "Forbidden",
-        409: IN_PROGRESS_RESPONSE,
-        413: "Over the upload limit (bytes)",
+        413: "Over the upload limit (CSV_MAX_UPLOAD_BYTES)",
         415: "Not multipart/form-data",
-        422: "Missing or unknown header columns, more data rows than the limit, or no file"
-        + KEY_ERRORS,
-        503: "The job queue is unavailable",
+        422: "Missing or unknown header columns, more data rows than the limit, or no file",
+        503: "The job queue, the upload store or the database is unavailable",
     },
 )
 def upload_csv(form: CsvUploadIn) -> Any:

@@ -19,8 +19,9 @@ from app.api.caching import (
 )
 from app.api.current_user import current_user
 from app.api.cursors import issue_cursor, read_cursor
-from app.api.idempotency import IN_PROGRESS_RESPONSE, KEY_ERRORS, idempotent
+from app.api.idempotency import idempotent
 from app.api.pagination import Pagination, cursor_paginated, paginated
+from app.api.spec.errors import route_responses
 from app.cache.invalidation import log_generations
 from app.cache.store import task_generation
 from app.extensions import token_auth
@@ -44,16 +45,20 @@ bp = APIBlueprint(
     "tasks", __name__, tag={"name": "Tasks", "description": "Tasks, their history and the list"}
 )
 
-# Response-header docs as OpenAPI header objects (APIFlask's annotation expects schema fields).
+# Response-header docs as OpenAPI header objects, for `doc(responses=...)` (see CACHE_HEADERS).
+STRING: Any = {"type": "string"}
 LINK_HEADER: Any = {
     "Link": {
         "description": "RFC 8288 links: first/prev/next/last for numbered pages; next for cursor"
-        " pages, absent on the last one"
+        " pages, absent on the last one",
+        "schema": STRING,
     }
 }
-LOCATION_HEADER: Any = {"Location": {"description": "The new task's URL"}}
+LOCATION_HEADER: Any = {"Location": {"description": "The new task's URL", "schema": STRING}}
 LIST_HEADERS: Any = {**LINK_HEADER, **CACHE_HEADERS}
-TASK_HEADERS: Any = {"ETag": {"description": "The task's version; send it as If-Match"}}
+TASK_HEADERS: Any = {
+    "ETag": {"description": "The task's version; send it as If-Match", "schema": STRING}
+}
 
 PAGING_DOC = (
     " Two ways to page: numbered pages (`page`, `per_page`; the body has `total` and `pages`)"
@@ -120,23 +125,27 @@ def _cursor_page(actor: Actor, query: TaskListQuery) -> tuple[list[Any], str | N
 @bp.auth_required(token_auth)
 @cached(_list_generations)
 @bp.input(TaskListQuery, location="query", arg_name="query")
-@bp.output(TaskListPage, headers=LIST_HEADERS)
+@bp.output(TaskListPage)
 @bp.doc(
     summary="List tasks",
     description=VISIBILITY
     + " Soft-deleted tasks are excluded. With `date=YYYY-MM-DD`, lists the tasks the daily loader"
     " logged on that day instead, each with its snapshot in `log`; `status`, `priority` and"
     " `assigned_user` then filter on the snapshot." + PAGING_DOC + CACHE_DOC,
-    responses={
-        200: "A numbered page (`TaskPage`) or, with `limit` or `cursor`, a cursor page"
-        " (`TaskCursorPage`)",
-        304: "Not Modified",
-        400: "A cursor that is not one this API issued, was altered, or belongs to another"
-        " sort, filter or date",
-        401: "Authentication error",
-        403: "Forbidden",
-        422: "Invalid parameters, or numbered and cursor paging parameters together",
-    },
+    responses=route_responses(
+        {
+            200: {
+                "description": "A numbered page (`TaskPage`) or, with `limit` or `cursor`, a cursor"
+                " page (`TaskCursorPage`)",
+                "headers": LIST_HEADERS,
+            },
+            304: "Not Modified",
+            400: "A cursor that is not one this API issued, was altered, or belongs to another"
+            " sort, filter or date",
+            403: "`deleted` other than `exclude`, asked by someone other than an admin",
+            422: "Invalid parameters, or numbered and cursor paging parameters together",
+        }
+    ),
 )
 def list_tasks(query: TaskListQuery) -> Any:
     actor = current_user()
@@ -149,18 +158,18 @@ def list_tasks(query: TaskListQuery) -> Any:
 @bp.auth_required(token_auth)
 @bp.input(TaskCreateIn, arg_name="body")
 @idempotent(bp)
-@bp.output(TaskOut, status_code=201, headers=LOCATION_HEADER)
+@bp.output(TaskOut, status_code=201)
 @bp.doc(
     summary="Create a task",
     description="A `user` can only assign a task to themselves. Safe to retry with an "
     "`Idempotency-Key`.",
-    responses={
-        400: "Bad Request",
-        401: "Authentication error",
-        403: "Forbidden",
-        409: IN_PROGRESS_RESPONSE,
-        422: "Some fields are invalid (see `errors`)" + KEY_ERRORS,
-    },
+    responses=route_responses(
+        {
+            201: {"description": "The new task", "headers": LOCATION_HEADER},
+            403: "A `user` assigning the task to someone else",
+            422: "Some fields are invalid, or the assignee does not exist (see `errors`)",
+        }
+    ),
 )
 def create_task(body: TaskCreateIn) -> Any:
     task = task_service.create_task(current_user(), task_service.NewTask(**body.model_dump()))
@@ -170,8 +179,17 @@ def create_task(body: TaskCreateIn) -> Any:
 @bp.get("/task/<int:task_id>")
 @bp.auth_required(token_auth)
 @cached(lambda _user, _args, task_id: [task_generation(task_id)])
-@bp.output(TaskOut, headers={**TASK_HEADERS, **CACHE_HEADERS})
-@bp.doc(summary="Get a task", description=VISIBILITY + CACHE_DOC, responses=[304, 401, 404])
+@bp.output(TaskOut)
+@bp.doc(
+    summary="Get a task",
+    description=VISIBILITY + CACHE_DOC,
+    responses=route_responses(
+        {
+            200: {"description": "The task", "headers": {**TASK_HEADERS, **CACHE_HEADERS}},
+            304: "Not Modified",
+        }
+    ),
+)
 def get_task(task_id: int) -> Any:
     task = task_service.get_task(current_user(), task_id)
     return task, 200, {"ETag": quote_etag(task_service.version_tag(task))}
@@ -180,13 +198,21 @@ def get_task(task_id: int) -> Any:
 @bp.put("/task/<int:task_id>")
 @bp.auth_required(token_auth)
 @bp.input(TaskUpdateIn, arg_name="body")
-@bp.output(TaskOut, headers=TASK_HEADERS)
+@bp.output(TaskOut)
 @bp.doc(
     summary="Update a task (partial)",
     description="Only the fields in the body change; each change is recorded in the history. "
     + VISIBILITY
     + IF_MATCH_DOC,
-    responses=[400, 401, 403, 404, 409, 412, 422],
+    responses=route_responses(
+        {
+            200: {"description": "The task as changed", "headers": TASK_HEADERS},
+            403: "A `user` assigning the task to someone else",
+            409: "The task is deleted: restore it first",
+            412: "If-Match does not match the task's current ETag",
+            422: "Some fields are invalid, or the assignee does not exist (see `errors`)",
+        }
+    ),
 )
 def update_task(task_id: int, body: TaskUpdateIn) -> Any:
     task = task_service.update_task(
@@ -203,9 +229,7 @@ def update_task(task_id: int, body: TaskUpdateIn) -> Any:
     + IF_MATCH_DOC,
     responses={
         204: "Deleted",
-        401: "Authentication error",
-        403: "Forbidden",
-        404: "Not found",
+        403: "A `user` (on a task they may see)",
         409: "Already deleted",
         412: "If-Match does not match the task's current ETag",
     },
@@ -218,7 +242,7 @@ def delete_task(task_id: int) -> tuple[str, int]:
 @bp.post("/task/<int:task_id>/restore")
 @bp.auth_required(token_auth, roles=[Role.ADMIN.value])
 @bp.output(TaskOut)
-@bp.doc(summary="Restore a soft-deleted task (admin)", responses=[401, 403, 404, 409])
+@bp.doc(summary="Restore a soft-deleted task (admin)", responses={409: "The task is not deleted"})
 def restore_task(task_id: int) -> Any:
     return task_service.restore_task(current_user(), task_id)
 
@@ -227,6 +251,6 @@ def restore_task(task_id: int) -> Any:
 @bp.auth_required(token_auth)
 @bp.input(PageQuery, location="query", arg_name="query")
 @bp.output(AuditPage)
-@bp.doc(summary="A task's audit trail, newest first", responses=[401, 404, 422])
+@bp.doc(summary="A task's audit trail, newest first")
 def task_history(task_id: int, query: PageQuery) -> Any:
     return paginated(task_service.task_history(current_user(), task_id, query.page, query.per_page))

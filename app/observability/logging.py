@@ -1,4 +1,5 @@
-"""Structured (JSON) logging for the app, granian and Celery, with the request id on each line."""
+"""Logging for the app, granian and Celery in one format (LOG_FORMAT): JSON lines for machines,
+or text for people; either way with the request id (and user id, job id) on each line."""
 
 from __future__ import annotations
 
@@ -41,14 +42,35 @@ def json_formatter() -> logging.Formatter:
     )
 
 
+class TextFormatter(logging.Formatter):
+    """Python's text line, then the fields that tie it to a request or a job as `name=value`
+    (the JSON format has every extra field; these are the ones a person looks for)."""
+
+    CONTEXT = ("latency_ms", "user_id", "request_id", "celery_job_id")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # before any traceback
+        context = " ".join(
+            f"{name}={value}"
+            for name in self.CONTEXT
+            if (value := getattr(record, name, None)) is not None
+        )
+        line = super().formatMessage(record)
+        return f"{line}  {context}" if context else line
+
+
 def text_formatter() -> logging.Formatter:
-    return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    """The formatter of LOG_FORMAT (`json` or `text`)."""
+    return json_formatter() if log_format == "json" else text_formatter()
 
 
 def configure_logging(log_format: str, level: str) -> None:
-    """Root logging: one handler on stderr, JSON or plain text, request ids attached."""
+    """Root logging: one handler on stderr, JSON or text, request ids attached."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(json_formatter() if log_format == "json" else text_formatter())
+    handler.setFormatter(formatter(log_format))
     handler.addFilter(RequestContextFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from datetime import date as date_type  # a field named `date` shadows the type
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from app.models.enums import JobState, LoaderRunState
-from app.schemas.common import Output, PageMeta, StrictInput
+from app.schemas.common import Day, Output, PageMeta, StrictInput
 from app.schemas.tasks import LogSnapshot
 
 
@@ -34,7 +33,9 @@ class LoaderRunOut(Output):
 
 
 class DailyLogJobIn(StrictInput):
-    date: date_type | None = Field(
+    JSON_SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {"examples": [{"date": "2030-01-31"}]}
+
+    date: Day | None = Field(
         default=None,
         description="The day to log; without it, today plus any missed days (catch-up)",
     )

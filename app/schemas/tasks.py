@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from datetime import date as date_type  # a field named `date` shadows the type
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -22,7 +21,22 @@ from pydantic import (
 from app.models import AuditAction, TaskPriority, TaskStatus
 from app.models.types import MAX_ID
 from app.repositories.task_order import SORTABLE_COLUMNS
-from app.schemas.common import CursorMeta, Output, PageMeta, PageOrCursorQuery, StrictInput
+from app.schemas.common import (
+    JSON_INTEGER,
+    CursorMeta,
+    Day,
+    Output,
+    PageMeta,
+    PageOrCursorQuery,
+    StrictInput,
+)
+from app.schemas.documented import (
+    CONTROL_CHARACTERS,
+    JsonSchemaPattern,
+    integer_at_most_pattern,
+    not_nullable,
+    stripped_text_pattern,
+)
 from app.services.tasks import DeletedFilter
 
 # C0 control characters other than tab, newline and carriage return, and DEL: nothing a person
@@ -40,10 +54,16 @@ TaskName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
     AfterValidator(_no_control_characters),
+    JsonSchemaPattern(stripped_text_pattern(CONTROL_CHARACTERS, 255), replaces_lengths=True),
 ]
-Description = Annotated[str, Field(max_length=10_000), AfterValidator(_no_control_characters)]
+Description = Annotated[
+    str,
+    Field(max_length=10_000),
+    AfterValidator(_no_control_characters),
+    JsonSchemaPattern(rf"^[^{CONTROL_CHARACTERS}]*$"),
+]
 # Ids past the INTEGER columns' range match no user; bounding them here keeps them out of SQL.
-UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
+UserId = Annotated[int, Field(ge=1, le=MAX_ID), JSON_INTEGER]
 
 
 def _upper(value: Any) -> Any:
@@ -55,12 +75,23 @@ def _lower(value: Any) -> Any:
 
 
 class TaskCreateIn(StrictInput):
+    JSON_SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
+        "examples": [
+            {
+                "task_name": "Quarterly report",
+                "description": "Numbers for Q3",
+                "priority": "HIGH",
+                "due_date": "2030-01-31",
+            }
+        ]
+    }
+
     task_name: TaskName
     description: Description | None = None
     status: TaskStatus = TaskStatus.ACTIVE
     priority: TaskPriority = TaskPriority.MEDIUM
     assigned_user_id: UserId | None = None
-    due_date: date | None = None
+    due_date: Day | None = None
 
     # Enum values are matched in any case: "high", "Active".
     _priority_upper = field_validator("priority", mode="before")(_upper)
@@ -70,12 +101,17 @@ class TaskCreateIn(StrictInput):
 class TaskUpdateIn(StrictInput):
     """Partial update: only the fields present in the body change."""
 
-    task_name: TaskName | None = None
+    JSON_SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
+        "examples": [{"status": "inactive", "priority": "LOW"}]
+    }
+
+    # May be left out, never null (refused below): documented as not nullable.
+    task_name: TaskName | None = Field(None, json_schema_extra=not_nullable)
     description: Description | None = None
-    status: TaskStatus | None = None
-    priority: TaskPriority | None = None
+    status: TaskStatus | None = Field(None, json_schema_extra=not_nullable)
+    priority: TaskPriority | None = Field(None, json_schema_extra=not_nullable)
     assigned_user_id: UserId | None = None
-    due_date: date | None = None
+    due_date: Day | None = None
 
     # Enum values are matched in any case: "high", "Active".
     _priority_upper = field_validator("priority", mode="before")(_upper)
@@ -155,29 +191,38 @@ class TaskListPage(
 
 SORT_FIELD_LIST = ", ".join(sorted(SORTABLE_COLUMNS))
 _SORT_TERM = re.compile(r"^-?([a-z_]+)$")
+SORT_SPACE = " \t"  # around a term: ignored
+_SORT_FIELD = "|".join(sorted(SORTABLE_COLUMNS))
+_SORT_TERM_PATTERN = rf"[{SORT_SPACE}]*-?(?:{_SORT_FIELD})[{SORT_SPACE}]*"
+SORT_PATTERN = rf"^{_SORT_TERM_PATTERN}(?:,{_SORT_TERM_PATTERN})*$"
 
 
 class TaskListQuery(PageOrCursorQuery):
     status: TaskStatus | None = None
     priority: TaskPriority | None = None
-    assigned_user: Annotated[str, Field(pattern=r"^([1-9][0-9]{0,17}|none)$")] | None = Field(
-        default=None, description='A user id, or "none" for unassigned tasks'
-    )
+    # The pattern refuses absurd lengths; the validator below, ids past MAX_ID (documented).
+    assigned_user: (
+        Annotated[
+            str,
+            Field(pattern=r"^([1-9][0-9]{0,17}|none)$"),
+            JsonSchemaPattern(f"^({integer_at_most_pattern(MAX_ID)}|none)$"),
+        ]
+        | None
+    ) = Field(default=None, description='A user id, or "none" for unassigned tasks')
     q: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
         default=None, description="Case-insensitive search in name and description"
     )
-    created_from: date_type | None = Field(
-        default=None, description="Created on or after (UTC day)"
-    )
-    created_to: date_type | None = Field(default=None, description="Created on or before (UTC day)")
-    date: date_type | None = Field(
+    created_from: Day | None = Field(default=None, description="Created on or after (UTC day)")
+    created_to: Day | None = Field(default=None, description="Created on or before (UTC day)")
+    date: Day | None = Field(
         default=None, description="Show the daily task log of this day (YYYY-MM-DD) instead"
     )
-    due_from: date_type | None = None
-    due_to: date_type | None = None
-    sort: Annotated[str, Field(max_length=200)] = Field(
+    due_from: Day | None = None
+    due_to: Day | None = None
+    sort: Annotated[str, Field(max_length=200), JsonSchemaPattern(SORT_PATTERN)] = Field(
         default="-created_at",
-        description=f"Comma-separated fields, `-` for descending. Fields: {SORT_FIELD_LIST}",
+        description=f"Comma-separated fields, `-` for descending, each at most once. Fields: "
+        f"{SORT_FIELD_LIST}",
     )
     deleted: DeletedFilter = Field(
         default=DeletedFilter.EXCLUDE, description="Soft-deleted tasks (admins only): include, only"
@@ -199,9 +244,11 @@ class TaskListQuery(PageOrCursorQuery):
     def _known_sort_fields(cls, value: str) -> str:
         seen: set[str] = set()
         for term in value.split(","):
-            match = _SORT_TERM.match(term.strip())
+            match = _SORT_TERM.match(term.strip(SORT_SPACE))
             if match is None or match.group(1) not in SORTABLE_COLUMNS:
-                raise ValueError(f"unknown sort field {term.strip()!r}; allowed: {SORT_FIELD_LIST}")
+                raise ValueError(
+                    f"unknown sort field {term.strip(SORT_SPACE)!r}; allowed: {SORT_FIELD_LIST}"
+                )
             # A field sorts once: a repeat changes nothing but would be another question to cache.
             if match.group(1) in seen:
                 raise ValueError(f"sort field {match.group(1)!r} is given more than once")
@@ -217,7 +264,7 @@ class TaskListQuery(PageOrCursorQuery):
         return self
 
     def sort_terms(self) -> tuple[tuple[str, bool], ...]:
-        terms = (t.strip() for t in self.sort.split(","))
+        terms = (t.strip(SORT_SPACE) for t in self.sort.split(","))
         return tuple((t.lstrip("-"), t.startswith("-")) for t in terms)
 
     def question(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from app.services.context import passwords
 from app.services.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 
 USERNAME_TAKEN = "username already taken"
+USER_NOT_FOUND = "user not found"
 
 
 def _username_conflict() -> Conflict:
@@ -101,7 +102,7 @@ def admin_update_user(user_id: int, change: AdminUserChange) -> User:
     demoted nor deactivated, so the service never loses its administrator."""
     user = user_repo.get_user(user_id)
     if user is None:
-        raise NotFound("user not found")
+        raise NotFound(USER_NOT_FOUND)
     takes_rights_away = (
         change.role is not None and change.role != Role.ADMIN
     ) or change.is_active is False

@@ -27,6 +27,7 @@ DAILY_LOG = "daily_log"
 CSV_IMPORT = "csv_import"
 IMPORT_CSV_JOB = "app.jobs.csv_import.import_csv_file"
 LOG_DAY_JOB = "app.jobs.daily_log.log_day"
+JOB_NOT_FOUND = "job not found"
 
 
 def create_job(kind: str, params: dict[str, Any], created_by: Actor | None) -> Job:
@@ -88,10 +89,10 @@ def job_status(job_id: str, viewer: Actor) -> dict[str, Any]:
     """A job's state and progress. A daily-log job's state follows its loader runs. Admins see
     every job; moderators their own (their CSV imports); others' answer 404."""
     if not _is_uuid(job_id):  # job ids are UUIDs; anything else (a NUL byte too) is no job
-        raise NotFound("job not found")
+        raise NotFound(JOB_NOT_FOUND)
     job = job_repo.get_job(job_id)
     if job is None or (viewer.role != Role.ADMIN and job.created_by_id != viewer.id):
-        raise NotFound("job not found")
+        raise NotFound(JOB_NOT_FOUND)
     status: dict[str, Any] = {
         "job_id": job.id,
         "kind": job.kind,

@@ -19,6 +19,8 @@ from app.services.errors import NotFound
 from app.services.pages import CursorPage, Page, counted, cursor_page
 from app.services.tasks import DeletedFilter, get_task, keyset_position, list_scope, scope_for
 
+LOG_ENTRY_NOT_FOUND = "log entry not found"
+
 
 def logged_task(entry: TaskLogEntry) -> dict[str, Any]:
     """The task's fields plus its snapshot of that day: the item shape of the date view."""
@@ -77,7 +79,7 @@ def log_view_after(
 def get_log_entry(actor: Actor, log_id: int) -> dict[str, Any]:
     entry = log_repo.get_log_entry(log_id, scope_for(actor, with_deleted=True))
     if entry is None:
-        raise NotFound("log entry not found")
+        raise NotFound(LOG_ENTRY_NOT_FOUND)
     return logged_task(entry)
 
 

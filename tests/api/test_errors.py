@@ -300,3 +300,143 @@ def test_security_headers_on_success_error_and_docs_responses(
     for response in responses:
         for name, value in SECURITY_HEADERS.items():
             assert response.headers.get(name) == value, (response.request.path, name)
+
+
+# --- 404 wording, whatever the id looks like -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "message"),
+    [
+        ("get", "/task/abc", "task not found"),
+        ("get", "/task/-1", "task not found"),
+        ("get", "/task/1.5", "task not found"),
+        ("get", "/task/0", "task not found"),
+        ("get", "/task/99999999999", "task not found"),
+        ("put", "/task/abc", "task not found"),
+        ("delete", "/task/-1", "task not found"),
+        ("get", "/task/abc/history", "task not found"),
+        ("get", "/task/1.5/logs", "task not found"),
+        ("post", "/task/abc/restore", "task not found"),
+        ("delete", "/admin/tasks/abc", "task not found"),
+        ("get", "/logs/abc", "log entry not found"),
+        ("patch", "/admin/users/x", "user not found"),
+        ("patch", "/admin/users/99999999999", "user not found"),
+        ("get", "/admin/jobs/abc", "job not found"),
+        ("get", "/admin/jobs/00000000-0000-4000-8000-000000000000", "job not found"),
+    ],
+)
+def test_a_resource_path_with_any_id_answers_the_resources_404(
+    client: FlaskClient, admin: Account, login: Login, method: str, url: str, message: str
+) -> None:
+    response = getattr(client, method)(url, headers=login(admin))
+
+    body = assert_error_shape(response, 404)
+    assert body["description"] == message
+
+
+@pytest.mark.parametrize("url", ["/tasks/abc", "/task/abc/nope", "/nothing/1"])
+def test_other_unknown_paths_keep_the_generic_404(client: FlaskClient, url: str) -> None:
+    body = assert_error_shape(client.get(url), 404)
+
+    assert "not found on the server" in body["description"]
+
+
+def test_daily_log_path_is_no_job_id(client: FlaskClient, admin: Account, login: Login) -> None:
+    # With job ids as any segment, GET /admin/jobs/daily-log was a job lookup, and OPTIONS on
+    # the path advertised a GET the document does not have.
+    response = client.get("/admin/jobs/daily-log", headers=login(admin))
+
+    assert_error_shape(response, 405)
+    assert "GET" not in response.headers["Allow"]
+
+
+# --- no internal names in messages ---------------------------------------------------------
+
+INTERNAL_NAMES = ("TaskCreateIn", "TaskUpdateIn", "LoginIn", "RegisterIn", "MeUpdateIn", "Task")
+
+
+@pytest.mark.parametrize("payload", ["[]", "1", '"text"', "true", "[{}]"])
+@pytest.mark.parametrize(
+    ("method", "url"), [("post", "/task"), ("put", "/task/1"), ("patch", "/me"), ("post", "/login")]
+)
+def test_a_body_that_is_no_object_is_422_without_class_names(
+    client: FlaskClient, alice_headers: dict[str, str], method: str, url: str, payload: str
+) -> None:
+    response = getattr(client, method)(
+        url, data=payload, content_type="application/json", headers=alice_headers
+    )
+
+    body = assert_error_shape(response, 422)
+    assert body["errors"] == {"json": {"_schema": ["Input should be a JSON object"]}}
+    text = response.get_data(as_text=True)
+    assert not any(name in text for name in INTERNAL_NAMES), text
+
+
+@pytest.mark.parametrize(("method", "url"), [("put", "/task/1"), ("patch", "/me")])
+def test_a_null_body_is_422_as_no_object(
+    client: FlaskClient, alice_headers: dict[str, str], method: str, url: str
+) -> None:
+    # All fields are optional there: read as "no body", `null` changed nothing and answered 200.
+    response = getattr(client, method)(
+        url, data=" null ", content_type="application/json", headers=alice_headers
+    )
+
+    body = assert_error_shape(response, 422)
+    assert body["errors"] == {"json": {"_schema": ["Input should be a JSON object"]}}
+
+
+@pytest.mark.parametrize(
+    "body", [{"status": 5}, {"priority": "urgent"}, {"task_name": 3}, {"status": None}]
+)
+def test_errors_of_optional_fields_name_the_field_only(
+    client: FlaskClient, alice_headers: dict[str, str], body: dict[str, Any]
+) -> None:
+    task = client.post("/task", json={"task_name": "mine"}, headers=alice_headers).json
+
+    response = client.put(f"/task/{task['id']}", json=body, headers=alice_headers)
+
+    errors = assert_error_shape(response, 422)["errors"]["json"]
+    assert set(errors) == set(body), errors  # not `status.str-enum[TaskStatus]`
+
+
+# --- what the document says is what is accepted ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("/tasks?due_to=0", "due_to"),
+        ("/tasks?created_from=1700000000", "created_from"),
+        ("/tasks?date=2024-01-01T00:00:00", "date"),
+    ],
+)
+def test_dates_are_yyyy_mm_dd_only(
+    client: FlaskClient, alice_headers: dict[str, str], url: str, field: str
+) -> None:
+    # pydantic read `0` as 1970-01-01 (Unix time); the document says `format: date`.
+    body = assert_error_shape(client.get(url, headers=alice_headers), 422)
+
+    assert field in body["errors"]["query"]
+
+
+@pytest.mark.parametrize("assignee", ["1", True])
+def test_an_assignee_id_is_a_json_number(
+    client: FlaskClient, alice: Account, alice_headers: dict[str, str], assignee: Any
+) -> None:
+    response = client.post(
+        "/task", json={"task_name": "x", "assigned_user_id": assignee}, headers=alice_headers
+    )
+
+    assert "assigned_user_id" in assert_error_shape(response, 422)["errors"]["json"]
+
+
+@pytest.mark.parametrize("flag", [0, "no", "true"])
+def test_is_active_is_a_json_boolean(
+    client: FlaskClient, admin: Account, bob: Account, login: Login, flag: Any
+) -> None:
+    response = client.patch(
+        f"/admin/users/{bob.id}", json={"is_active": flag}, headers=login(admin)
+    )
+
+    assert "is_active" in assert_error_shape(response, 422)["errors"]["json"]

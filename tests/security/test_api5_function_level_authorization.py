@@ -46,8 +46,14 @@ def test_every_admin_endpoint_and_the_known_gated_ones_are_role_gated() -> None:
     assert {"/upload-csv", "/task/<int:task_id>/restore"} <= ALL_RULES
 
 
+# A value each converter matches (job ids are UUIDs); any other variable gets "abc".
+CONVERTER_VALUES = {"int": "1", "uuid": "00000000-0000-4000-8000-000000000000"}
+
+
 def _url(rule: str) -> str:
-    return re.sub(r"<(?:int:)?[^>]+>", lambda m: "1" if "int:" in m.group(0) else "abc", rule)
+    return re.sub(
+        r"<(?:(\w+):)?[^>]+>", lambda m: CONVERTER_VALUES.get(m.group(1) or "", "abc"), rule
+    )
 
 
 def _send(client: FlaskClient, method: str, rule: str, headers: dict[str, str]) -> int:

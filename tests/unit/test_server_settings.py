@@ -16,6 +16,7 @@ import pytest
 from app import create_app
 from app.config import Settings
 from app.server import (
+    base_url,
     build_app,
     log_config,
     prepare_multiprocess_dir,
@@ -171,3 +172,16 @@ def test_the_multiprocess_directory_is_made_and_emptied(tmp_path: Path) -> None:
     prepare_multiprocess_dir(str(directory))
     assert sorted(p.name for p in directory.iterdir()) == ["README"]
     prepare_multiprocess_dir(None)  # not in multi-process mode: nothing to do
+
+
+@pytest.mark.parametrize(
+    ("address", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:5055"),
+        ("0.0.0.0", "http://0.0.0.0:5055"),  # noqa: S104
+        ("::1", "http://[::1]:5055"),
+        ("localhost", "http://localhost:5055"),
+    ],
+)
+def test_the_banner_url_is_the_address_and_port_bound(address: str, url: str) -> None:
+    assert base_url(address, 5055) == url
