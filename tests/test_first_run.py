@@ -197,8 +197,10 @@ def app_lines(output: str) -> list[str]:
 def test_ctrl_c_stops_everything_within_5_s(first_run: Run) -> None:
     assert not first_run.left, f"still running after Ctrl-C: {first_run.left}"
     assert first_run.seconds_to_stop <= STOP_TIMEOUT, first_run.seconds_to_stop
-    # make ends by the SIGINT it got, as any program stopped by Ctrl-C; it reports no error.
-    assert first_run.returncode == -signal.SIGINT
+    # make ends by the SIGINT it got, as any program stopped by Ctrl-C, or, when the signal
+    # reached it as its recipe was ending (seen once in CI), with the recipe's 0; either way it
+    # reports no error.
+    assert first_run.returncode in (0, -signal.SIGINT)
     assert "make: ***" not in first_run.output
 
 
