@@ -10,6 +10,7 @@ from flask import url_for
 
 from app.api.current_user import current_user
 from app.api.idempotency import idempotent
+from app.api.openapi_parts import string_header
 from app.api.spec.errors import route_responses
 from app.extensions import token_auth
 from app.models import Role
@@ -23,9 +24,7 @@ bp = APIBlueprint(
     url_prefix="/admin/jobs",
 )
 ADMIN_ONLY = [Role.ADMIN.value]
-LOCATION_HEADER: Any = {
-    "Location": {"description": "The job's status URL", "schema": {"type": "string"}}
-}
+LOCATION_HEADER: Any = {"Location": string_header("The job's status URL")}
 
 
 @bp.post("/daily-log")

@@ -22,6 +22,7 @@ from flask import Response, current_app, g, make_response, request
 from werkzeug.datastructures import ETags, MultiDict
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from app.api.openapi_parts import string_header
 from app.auth.tokens import AccessClaims
 from app.cache.invalidation import STAFF_SCOPE, current_cache, user_scope
 from app.cache.store import Lookup, ResponseCache, scope_generation
@@ -36,15 +37,12 @@ STORED_HEADERS = ("Link", "ETag", "Content-Type")
 # OpenAPI header objects, for a view's `doc(responses={status: {"headers": ...}})` (given to
 # `output(headers=...)`, APIFlask reads them as schema fields and documents none).
 CACHE_HEADERS: Any = {
-    "X-Cache": {
-        "description": "HIT: served from the cache; MISS: computed (and cached); BYPASS: the "
-        "cache is unavailable, answered from the database",
-        "schema": {"type": "string", "enum": ["HIT", "MISS", "BYPASS"]},
-    },
-    "ETag": {
-        "description": "Send it back as If-None-Match to get a 304 when unchanged",
-        "schema": {"type": "string"},
-    },
+    "X-Cache": string_header(
+        "HIT: served from the cache; MISS: computed (and cached); BYPASS: the cache is "
+        "unavailable, answered from the database",
+        enum=["HIT", "MISS", "BYPASS"],
+    ),
+    "ETag": string_header("Send it back as If-None-Match to get a 304 when unchanged"),
 }
 CACHE_DOC = (
     " Answers are cached (see `X-Cache`) and invalidated by any write that could change them;"

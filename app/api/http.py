@@ -68,7 +68,12 @@ def require_json_content_type() -> None:
 def refuse_null_json_body() -> None:
     """A JSON body of `null` is no object: 422 as for `[]`. (APIFlask reads it as no body, which
     an endpoint whose fields are all optional would take for an empty object.)"""
-    if _sends_body_to_a_json_endpoint() and request.get_data(cache=True).strip() == b"null":
+    if (
+        _sends_body_to_a_json_endpoint()
+        # Parsed once: the view's input reads the cached result.
+        and request.get_json(silent=True) is None
+        and request.get_data(cache=True).strip() == b"null"
+    ):
         raise InvalidInput(
             VALIDATION_FAILED, errors={ROOT_ERROR_FIELD: [NOT_A_JSON_OBJECT]}, location="json"
         )

@@ -8,12 +8,11 @@ malformed id from one that is not there, and needs no other wording for it.
 
 from __future__ import annotations
 
-import re
-
 from flask import Flask, current_app
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 
+from app.api.openapi_parts import RULE_VARIABLE
 from app.services.accounts import USER_NOT_FOUND
 from app.services.jobs import JOB_NOT_FOUND
 from app.services.task_logs import LOG_ENTRY_NOT_FOUND
@@ -26,7 +25,6 @@ NOT_FOUND_BY_PARAMETER = {
     "user_id": USER_NOT_FOUND,
     "job_id": JOB_NOT_FOUND,
 }
-_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 _EXTENSION = "resource_paths"
 
 
@@ -39,7 +37,7 @@ def _resource_paths(app: Flask) -> Map:
     paths: Map | None = app.extensions.get(_EXTENSION)
     if paths is None:
         rules = [
-            Rule(_CONVERTER.sub(r"<\1>", rule.rule), endpoint=rule.endpoint)
+            Rule(RULE_VARIABLE.sub(r"<\1>", rule.rule), endpoint=rule.endpoint)
             for rule in app.url_map.iter_rules()
             if rule.arguments & NOT_FOUND_BY_PARAMETER.keys()
         ]

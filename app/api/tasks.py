@@ -20,6 +20,7 @@ from app.api.caching import (
 from app.api.current_user import current_user
 from app.api.cursors import issue_cursor, read_cursor
 from app.api.idempotency import idempotent
+from app.api.openapi_parts import string_header
 from app.api.pagination import Pagination, cursor_paginated, paginated
 from app.api.spec.errors import route_responses
 from app.cache.invalidation import log_generations
@@ -46,19 +47,15 @@ bp = APIBlueprint(
 )
 
 # Response-header docs as OpenAPI header objects, for `doc(responses=...)` (see CACHE_HEADERS).
-STRING: Any = {"type": "string"}
 LINK_HEADER: Any = {
-    "Link": {
-        "description": "RFC 8288 links: first/prev/next/last for numbered pages; next for cursor"
-        " pages, absent on the last one",
-        "schema": STRING,
-    }
+    "Link": string_header(
+        "RFC 8288 links: first/prev/next/last for numbered pages; next for cursor pages, absent"
+        " on the last one"
+    )
 }
-LOCATION_HEADER: Any = {"Location": {"description": "The new task's URL", "schema": STRING}}
+LOCATION_HEADER: Any = {"Location": string_header("The new task's URL")}
 LIST_HEADERS: Any = {**LINK_HEADER, **CACHE_HEADERS}
-TASK_HEADERS: Any = {
-    "ETag": {"description": "The task's version; send it as If-Match", "schema": STRING}
-}
+TASK_HEADERS: Any = {"ETag": string_header("The task's version; send it as If-Match")}
 
 PAGING_DOC = (
     " Two ways to page: numbered pages (`page`, `per_page`; the body has `total` and `pages`)"

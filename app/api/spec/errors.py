@@ -17,13 +17,13 @@ from typing import Any
 
 from app.api.docs import error_schema
 from app.api.idempotency import IN_PROGRESS_RESPONSE, KEY_ERRORS
+from app.api.openapi_parts import METHODS, string_header
 
 HTTP_ERROR = "#/components/schemas/HTTPError"
 VALIDATION_ERROR = "#/components/schemas/ValidationError"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Load balancers' probes: outside every rate limit, and /ready answers its own 503.
 PROBES = frozenset({"/health", "/ready"})
-METHODS = frozenset({"get", "put", "post", "patch", "delete"})
 
 TEXTS = {
     400: "The body is not valid JSON, or is nested too deeply",
@@ -45,12 +45,7 @@ RETRY_AFTER = {
     }
 }
 HEADERS: dict[int, dict[str, Any]] = {
-    401: {
-        "WWW-Authenticate": {
-            "description": "The bearer challenge",
-            "schema": {"type": "string"},
-        }
-    },
+    401: {"WWW-Authenticate": string_header("The bearer challenge")},
     429: RETRY_AFTER,
     503: RETRY_AFTER,
 }

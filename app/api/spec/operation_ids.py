@@ -6,17 +6,16 @@ Links name their target operation by it, and client generators name their functi
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import Flask
 
-_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+from app.api.openapi_parts import RULE_VARIABLE
 
 
 def openapi_path(rule: str) -> str:
     """`/task/<int:task_id>` -> `/task/{task_id}`."""
-    return _CONVERTER.sub(r"{\1}", rule)
+    return RULE_VARIABLE.sub(r"{\1}", rule)
 
 
 def name_operations(spec: dict[str, Any], app: Flask) -> dict[str, Any]:

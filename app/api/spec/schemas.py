@@ -15,8 +15,9 @@ import json
 from collections import defaultdict
 from typing import Any
 
+from app.api.openapi_parts import METHODS
+
 REF_PREFIX = "#/components/schemas/"
-METHODS = frozenset({"get", "put", "post", "patch", "delete"})
 
 
 def _rewrite_refs(node: Any, names: dict[str, str]) -> Any:
